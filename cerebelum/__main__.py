@@ -1,0 +1,5 @@
+import sys
+
+from cerebelum.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""`cerebelum topics apply`: create the declared topics, check the ones that exist.
+
+A topic that exists with another partition count is an error, never ignored: the partition
+count decides which partition an execution id maps to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from cerebelum.errors import CerebelumError
+
+DEFAULT_DECLARATIONS = Path(__file__).resolve().parents[2] / "topics" / "topics.json"
+
+
+class TopicMismatch(CerebelumError):
+    pass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def load_declarations(path: Path = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
+    doc = json.loads(path.read_text())
+    return [
+        TopicSpec(t["name"], t["partitions"], t["replication_factor"], dict(t.get("configs", {})))
+        for t in doc["topics"]
+    ]
+
+
+async def apply_topics(
+    bootstrap: str, specs: list[TopicSpec], replication_factor: int | None = None
+) -> list[str]:
+    """Create missing topics; raise TopicMismatch for a wrong partition count. Returns a report."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    report: list[str] = []
+    try:
+        existing = await _partition_counts(admin, [s.name for s in specs])
+        missing = [s for s in specs if s.name not in existing]
+        for spec in specs:
+            have = existing.get(spec.name)
+            if have is not None and have != spec.partitions:
+                raise TopicMismatch(
+                    f"topic {spec.name} has {have} partitions, declared {spec.partitions}: "
+                    "executions would map to the wrong partitions. Recreate it or fix topics/."
+                )
+            if have is not None:
+                report.append(f"ok       {spec.name} ({have} partitions)")
+        if missing:
+            new = [
+                NewTopic(
+                    s.name,
+                    s.partitions,
+                    replication_factor or s.replication_factor,
+                    topic_configs=s.configs,
+                )
+                for s in missing
+            ]
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile; checked below
+            created = await _partition_counts(admin, [s.name for s in missing])
+            for spec in missing:
+                if created.get(spec.name) != spec.partitions:
+                    raise TopicMismatch(f"topic {spec.name} was not created as declared")
+                report.append(f"created  {spec.name} ({spec.partitions} partitions)")
+    finally:
+        await admin.close()
+    return report
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    counts: dict[str, int] = {}
+    for t in described:
+        if t.get("error_code", 0) == 0:
+            counts[t["topic"]] = len(t["partitions"])
+    return counts

@@ -1,0 +1,40 @@
+"""`cerebelum topics apply`: create or check the declared topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from cerebelum.admin.topics import DEFAULT_DECLARATIONS, TopicMismatch, apply_topics, load_declarations
+from cerebelum.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("topics", help="manage Cerebelum's Kafka topics")
+    tsub = p.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    a = tsub.add_parser(
+        "apply",
+        help="create missing topics and check existing ones",
+        description="Create the topics declared in topics/topics.json; a topic that exists "
+        "with another partition count is an error.",
+    )
+    a.add_argument("--file", type=Path, default=DEFAULT_DECLARATIONS, help="declarations file")
+    a.add_argument("--replication-factor", type=int, help="override for every topic")
+    a.set_defaults(func=run_apply)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    try:
+        report = asyncio.run(
+            apply_topics(
+                settings.kafka_bootstrap, load_declarations(args.file), args.replication_factor
+            )
+        )
+    except TopicMismatch as exc:
+        print(f"error: {exc}")
+        return 2
+    for line in report:
+        print(line)
+    return 0

@@ -1,0 +1,69 @@
+"""`cerebelum worker --app MODULE`: join the worker group and run the workflows MODULE defines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+from cerebelum.config import Settings
+from cerebelum.core.workflow import Registry
+
+log = logging.getLogger("cerebelum.worker")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "worker",
+        help="run a worker: owns partitions of cerebelum.commands and runs their executions",
+        description="Join the cerebelum-workers consumer group and run the workflows defined "
+        "(as module-level Workflow objects) in --app. Endpoints come from CEREBELUM_KAFKA.",
+    )
+    p.add_argument("--app", required=True, help="module defining the workflows, e.g. examples.order")
+    p.add_argument("--instance-id", help="static group membership id (group.instance.id)")
+    p.add_argument("--session-timeout-ms", type=int, help="crash detection time")
+    p.set_defaults(func=run)
+
+
+def load_registry(module_name: str) -> Registry:
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # `--app examples.order` works from the project folder
+    module = importlib.import_module(module_name)
+    registry = Registry.from_namespace(vars(module))
+    if not registry.names():
+        raise SystemExit(f"{module_name} defines no Workflow")
+    return registry
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    overrides = {}
+    if args.instance_id:
+        overrides["group_instance_id"] = args.instance_id
+    if args.session_timeout_ms:
+        overrides["session_timeout_ms"] = args.session_timeout_ms
+        overrides["heartbeat_interval_ms"] = max(100, args.session_timeout_ms // 3)
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    registry = load_registry(args.app)
+    asyncio.run(serve(settings, registry))
+    return 0
+
+
+async def serve(settings: Settings, registry: Registry) -> None:
+    from cerebelum.worker.app import Worker
+
+    worker = Worker(settings, registry)
+    await worker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: letting running steps settle, then leaving the group")
+    await worker.stop()

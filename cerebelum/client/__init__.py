@@ -1,0 +1,3 @@
+from cerebelum.client.client import Client, ExecutionResult, partition_for
+
+__all__ = ["Client", "ExecutionResult", "partition_for"]

@@ -1,0 +1,42 @@
+"""Wire names: topics, consumer groups, header keys and schema versions.
+
+Everything another process (or a producer in another language) must agree on lives here,
+so a rename is one edit. Topic *settings* live in `topics/topics.json`; SQL lives in `sql/`.
+"""
+
+from __future__ import annotations
+
+# Executions are keyed by execution_id onto this many partitions. Changing it remaps keys
+# (murmur2(key) % partitions), so it is fixed for the life of a cluster.
+PARTITIONS = 64
+
+TOPIC_COMMANDS = "cerebelum.commands"
+TOPIC_EVENTS = "cerebelum.events"
+TOPIC_STATE = "cerebelum.state"
+TOPIC_DLQ = "cerebelum.dlq"
+
+WORKER_GROUP = "cerebelum-workers"
+MIRROR_GROUP = "cerebelum-mirror"
+
+# One transactional id per owned input partition: the new owner's init_transactions bumps the
+# epoch and fences the old owner (classic Kafka Streams "exactly_once"; aiokafka has no KIP-447).
+TRANSACTIONAL_ID_PREFIX = "cerebelum-worker-p"
+
+# Headers on cerebelum.dlq records.
+HEADER_DLQ_REASON = "cerebelum.dlq.reason"
+HEADER_DLQ_SOURCE_TOPIC = "cerebelum.dlq.source-topic"
+HEADER_DLQ_SOURCE_PARTITION = "cerebelum.dlq.source-partition"
+HEADER_DLQ_SOURCE_OFFSET = "cerebelum.dlq.source-offset"
+
+# Schema version written into every command and event; readers accept <= their own.
+COMMAND_SCHEMA = 1
+EVENT_SCHEMA = 1
+
+# Command types (imperatives) on cerebelum.commands.
+CMD_START = "StartExecution"
+CMD_SIGNAL = "SendSignal"
+CMD_CANCEL = "CancelExecution"
+
+
+def transactional_id(partition: int) -> str:
+    return f"{TRANSACTIONAL_ID_PREFIX}{partition}"

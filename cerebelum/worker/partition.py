@@ -1,0 +1,231 @@
+"""PartitionOwner: the decide -> one transaction -> effects loop for one owned partition.
+
+Inputs are commands fetched from cerebelum.commands[p] and step outcomes reported by this
+worker's step runner. Each turn of the loop (group commit):
+
+1. take every input queued so far (inputs queue up while the previous transaction commits,
+   so batches grow under load and latency stays one commit under light load);
+2. decide each against the partition's in-memory executions;
+3. in one Kafka transaction: append the events to cerebelum.events[p], the changed snapshots
+   to cerebelum.state[p], bad commands to cerebelum.dlq, and the input offsets;
+4. after the commit, and only then, carry out the effects (run steps).
+
+If the broker fences the transaction, another worker owns p now: the owner stops without
+writing anything more. Any other failure aborts and asks the worker to restore p afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import ConsumerRecord
+
+from cerebelum.constants import (
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SOURCE_OFFSET,
+    HEADER_DLQ_SOURCE_PARTITION,
+    HEADER_DLQ_SOURCE_TOPIC,
+    TOPIC_COMMANDS,
+    TOPIC_DLQ,
+    TOPIC_EVENTS,
+    TOPIC_STATE,
+    WORKER_GROUP,
+)
+from cerebelum.core.commands import StepOutcome, parse_command
+from cerebelum.core.machine import Effect, decide, resume
+from cerebelum.core.state import Execution
+from cerebelum.core.workflow import Registry
+from cerebelum.errors import InvalidCommand
+from cerebelum.worker.runner import StepRunner
+
+log = logging.getLogger(__name__)
+
+# Inputs decided in one transaction at most: bounds the transaction's size and the time one
+# partition holds the event loop between awaits.
+MAX_BATCH = 5_000
+
+Input = ConsumerRecord | StepOutcome
+
+
+class PartitionOwner:
+    def __init__(
+        self,
+        partition: int,
+        producer: AIOKafkaProducer,
+        executions: dict[str, Execution],
+        registry: Registry,
+        runner: StepRunner,
+        on_broken: Callable[[int, bool], None],
+    ) -> None:
+        self.partition = partition
+        self.input_tp = TopicPartition(TOPIC_COMMANDS, partition)
+        self.producer = producer
+        self.executions = executions
+        self.registry = registry
+        self.runner = runner
+        self._on_broken = on_broken
+        self._inbox: deque[Input] = deque()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for ex in self.executions.values():
+            self._carry_out(resume(ex, self.registry))
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"partition-{self.partition}"
+        )
+
+    async def stop(self) -> None:
+        """Finish the transaction in flight, write nothing more, close the producer."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.producer.stop()
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def feed(self, records: list[ConsumerRecord]) -> None:
+        self._inbox.extend(records)
+        self._wakeup.set()
+
+    def report(self, outcome: StepOutcome) -> None:
+        if self._stopping:
+            return  # the partition moved on; its new owner re-runs the step
+        self._inbox.append(outcome)
+        self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._inbox)
+
+    @property
+    def live_executions(self) -> int:
+        return sum(1 for ex in self.executions.values() if not ex.terminal)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._stopping:
+                return
+            while self._inbox and not self._stopping:
+                n = min(len(self._inbox), MAX_BATCH)
+                batch = [self._inbox.popleft() for _ in range(n)]
+                try:
+                    await self._process(batch)
+                except ProducerFenced:
+                    log.warning("partition %d: fenced by a newer owner; dropping it", self.partition)
+                    self._stopping = True
+                    self._on_broken(self.partition, True)
+                    return
+                except KafkaError:
+                    log.exception("partition %d: transaction failed; restoring", self.partition)
+                    self._stopping = True
+                    await self._abort_quietly()
+                    self._on_broken(self.partition, False)
+                    return
+
+    async def _process(self, batch: list[Input]) -> None:
+        now = int(time.time() * 1000)
+        events: list[dict[str, Any]] = []
+        changed: dict[str, Execution] = {}
+        effects: list[Effect] = []
+        rejected: list[tuple[ConsumerRecord, str]] = []
+        last_offset = -1
+        for item in batch:
+            if isinstance(item, ConsumerRecord):
+                last_offset = item.offset
+                try:
+                    command: Any = parse_command(item.value)
+                except InvalidCommand as exc:
+                    rejected.append((item, exc.reason))
+                    continue
+            else:
+                command = item
+            current = self.executions.get(command.execution_id)
+            try:
+                state, new_events, new_effects = decide(current, command, now, self.registry)
+            except InvalidCommand as exc:
+                if isinstance(item, ConsumerRecord):
+                    rejected.append((item, exc.reason))
+                continue
+            except Exception as exc:  # a bug must cost one command, never the partition
+                log.exception("partition %d: decide failed", self.partition)
+                if isinstance(item, ConsumerRecord):
+                    rejected.append((item, f"internal error: {type(exc).__name__}: {exc}"))
+                continue
+            if new_events and state is not None:
+                self.executions[state.id] = state
+                changed[state.id] = state
+                events.extend(new_events)
+                effects.extend(new_effects)
+        if not events and not rejected and last_offset < 0:
+            return
+        await self._commit(events, changed, rejected, last_offset)
+        self._carry_out(effects)
+
+    async def _commit(
+        self,
+        events: list[dict[str, Any]],
+        changed: dict[str, Execution],
+        rejected: list[tuple[ConsumerRecord, str]],
+        last_offset: int,
+    ) -> None:
+        p = self.partition
+        send = self.producer.send
+        await self.producer.begin_transaction()
+        for e in events:
+            await send(TOPIC_EVENTS, orjson.dumps(e), e["execution_id"].encode(), partition=p)
+        for ex in changed.values():
+            await send(TOPIC_STATE, orjson.dumps(ex.to_record()), ex.id.encode(), partition=p)
+        for record, reason in rejected:
+            log.warning(
+                "partition %d offset %d: command sent to %s: %s",
+                p,
+                record.offset,
+                TOPIC_DLQ,
+                reason,
+            )
+            await send(
+                TOPIC_DLQ,
+                record.value if record.value is not None else b"",
+                record.key,
+                partition=p,
+                headers=[
+                    (HEADER_DLQ_REASON, reason.encode()),
+                    (HEADER_DLQ_SOURCE_TOPIC, record.topic.encode()),
+                    (HEADER_DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+                    (HEADER_DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+                ],
+            )
+        if last_offset >= 0:
+            await self.producer.send_offsets_to_transaction(
+                {self.input_tp: last_offset + 1}, WORKER_GROUP
+            )
+        await self.producer.commit_transaction()
+        self.transactions += 1
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            self.runner.submit(effect, self.report)
+
+    async def _abort_quietly(self) -> None:
+        try:
+            await self.producer.abort_transaction()
+        except Exception:  # the producer may be unusable; the restore replaces it anyway
+            log.debug("partition %d: abort failed", self.partition, exc_info=True)

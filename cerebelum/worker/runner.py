@@ -1,0 +1,83 @@
+"""Runs steps: async steps as tasks, plain ones in a thread pool, with bounded concurrency.
+
+Every run ends in exactly one StepOutcome handed to `report`, whatever the step does: a
+result, an exception, or a result that cannot be encoded as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from cerebelum.core.commands import StepOutcome
+from cerebelum.core.events import error_info
+from cerebelum.core.machine import RunStep
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[StepOutcome], None]
+
+
+class StepRunner:
+    def __init__(self, max_concurrent: int, threads: int = 32) -> None:
+        # Plain (sync) steps block a thread each; 32 threads keep I/O-bound sync steps moving
+        # without letting CPU-bound ones starve the event loop's own thread.
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cerebelum-step")
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, effect: RunStep, report: Report) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(effect, report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def _run(self, effect: RunStep, report: Report) -> None:
+        async with self._slots:
+            outcome = await run_step(effect, self._pool)
+        report(outcome)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for running steps, then cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for t in pending:
+                t.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
+    step = effect.step
+    try:
+        if step.is_async:
+            value = await step.fn(**effect.kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(pool, lambda: step.fn(**effect.kwargs))
+        _check_encodable(value)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a step's own failure is data, recorded as StepFailed
+        return StepOutcome(
+            effect.execution_id,
+            step.name,
+            effect.attempt,
+            ok=False,
+            error=error_info(type(exc).__name__, str(exc)),
+        )
+    return StepOutcome(effect.execution_id, step.name, effect.attempt, ok=True, value=value)
+
+
+def _check_encodable(value: Any) -> None:
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"step result is not JSON-serialisable: {exc}") from None
