@@ -78,13 +78,14 @@ class Processes:
     def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = LOGS / f"{self.name}-{len(self.procs)}-{args[0]}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cerebelum", *args],
-            cwd=ROOT,
-            env=process_env(self.settings, **env),
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cerebelum", *args],
+                cwd=ROOT,
+                env=process_env(self.settings, **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 

@@ -32,7 +32,7 @@ async def events_since(
         for tp, offset in since.items():
             consumer.seek(tp, offset)
         ends = await consumer.end_offsets(list(since))
-        while any(await consumer.position(tp) < ends[tp] for tp in since):
+        while [tp for tp in since if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     key = r.key.decode()
