@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cerebelum.core.commands import MAX_COMMAND_BYTES, StartExecution, parse_command, start_command
+from cerebelum.errors import InvalidCommand, LimitExceeded
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "start-command.md"
+
+
+def test_the_documented_example_parses() -> None:
+    example = re.search(r"```json\n(.*?)```", DOC.read_text(), re.S)
+    assert example is not None
+    cmd = parse_command(example.group(1).replace("\n", " ").encode())
+    assert isinstance(cmd, StartExecution) and cmd.workflow == "order"
+
+
+def test_encode_then_parse_round_trips() -> None:
+    cmd = parse_command(start_command("e-1", "w3", {"n": 1}))
+    assert (cmd.execution_id, cmd.workflow, cmd.inputs) == ("e-1", "w3", {"n": 1})
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty"),
+        (b"{oops", "not valid JSON"),
+        (b'"a string"', "JSON object"),
+        (b'{"type": "StartExecution", "workflow": "w"}', "execution_id"),
+        (b'{"type": "StartExecution", "execution_id": "", "workflow": "w"}', "execution_id"),
+        (b'{"type": "StartExecution", "execution_id": "e"}', "workflow"),
+        (b'{"type": "Nope", "execution_id": "e"}', "unknown command type"),
+        (b'{"type": "StartExecution", "execution_id": "e", "workflow": "w", "schema": 9}', "schema"),
+        (json.dumps({"type": "StartExecution", "execution_id": "e" * 201, "workflow": "w"}).encode(),
+         "longer"),
+    ],
+)
+def test_bad_commands_are_refused_with_a_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidCommand, match=reason):
+        parse_command(raw)
+
+
+def test_oversized_commands_are_refused() -> None:
+    with pytest.raises(LimitExceeded):
+        parse_command(b" " * (MAX_COMMAND_BYTES + 1))
