@@ -1,0 +1,65 @@
+"""Run the order example against a running cluster and show where its history lands.
+
+    python -m examples.run_order [--orders 5] [--api http://127.0.0.1:8080]
+
+Starts orders through the Python client (which produces start-commands to Kafka), waits for
+each to complete, then reads one back through the HTTP API (PostgreSQL, via the mirror).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+
+from cerebelum import Client, Settings
+
+ITEMS = [{"sku": "tea", "qty": 2, "price": 4.5}, {"sku": "cup", "qty": 1, "price": 12.0}]
+
+
+async def main(orders: int, api: str) -> int:
+    async with Client(Settings.from_env()) as client:
+        await client.listen()
+        ids = []
+        for i in range(orders):
+            eid = f"order-{uuid.uuid4().hex[:8]}"
+            await client.start("order", {"order_id": f"o-{i}", "items": ITEMS}, eid)
+            ids.append(eid)
+            print(f"started {eid}")
+        for eid in ids:
+            result = await client.wait(eid, timeout=60)
+            print(f"{eid}: {result.status} {json.dumps(result.output)}")
+            if result.status != "completed":
+                return 1
+    return show_from_api(api, ids[-1])
+
+
+def show_from_api(api: str, execution_id: str) -> int:
+    """The mirror writes PostgreSQL a moment after Kafka: poll the API until the row is there."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/executions/{execution_id}", timeout=5) as r:
+                row = json.load(r)
+            if row.get("status") == "completed":
+                with urllib.request.urlopen(f"{api}/executions/{execution_id}/events") as r:
+                    events = json.load(r)
+                print(f"GET {api}/executions/{execution_id} -> {json.dumps(row)}")
+                print(f"{len(events)} events: " + " > ".join(e["type"] for e in events))
+                return 0
+        except OSError:
+            pass
+        time.sleep(0.5)
+    print(f"the API did not show {execution_id} as completed within 30 s")
+    return 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=5)
+    parser.add_argument("--api", default="http://127.0.0.1:8080")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args.orders, args.api)))

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine (as root) for Cerebelum, then start the local services.
+# Idempotent: a second run only checks that everything is there and running.
+#   1. the .venv virtualenv, with `pip install -e '.[test]'` when pyproject.toml changed;
+#   2. java and mvn, to run Kafka from Maven Central's jars;
+#   3. `python -m cerebelum.cli.dev up` (which also installs PostgreSQL if it is missing).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        echo "apt-get update..."
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        apt_updated=1
+    fi
+    echo "apt-get install $*..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+}
+
+# 1. The virtualenv and the package.
+if [ ! -x .venv/bin/python ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    echo "creating .venv..."
+    python3 -m venv .venv
+fi
+stamp=.venv/.cerebelum-pyproject.sha256
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+    echo "pip install -e '.[test]' (pyproject.toml changed)..."
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$wanted" >"$stamp"
+fi
+
+# 2. Java (Kafka 4.x needs 17+) and Maven (fetches the Kafka jars once).
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+# 3. Kafka and PostgreSQL.
+exec .venv/bin/python -m cerebelum.cli.dev up

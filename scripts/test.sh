@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh clone: installs and starts what it needs, then runs
+#   1. unit tests (pure, seconds), 2. integration tests (real Kafka and PostgreSQL),
+#   3. fault tests (killed and paused workers).
+# pytest's exit code 5 (no tests collected) fails this script like any other failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/bootstrap.sh
+export CEREBELUM_KAFKA=${CEREBELUM_KAFKA:-127.0.0.1:19092}
+export CEREBELUM_DATABASE_URL=${CEREBELUM_DATABASE_URL:-postgresql://cerebelum@127.0.0.1:15432/cerebelum}
+.venv/bin/cerebelum topics apply
+.venv/bin/cerebelum db migrate
+
+pytest=(.venv/bin/python -m pytest -p no:cacheprovider)
+echo "== unit tests"
+"${pytest[@]}" tests/unit -q
+echo "== integration tests"
+"${pytest[@]}" tests/integration -q
+echo "== fault tests"
+"${pytest[@]}" tests/fault -q
