@@ -1,0 +1,457 @@
+"""A single-node Kafka broker in KRaft combined mode, run from the official Maven Central jars.
+
+Layout under the repo root:
+    .cache/kafka/<version>/libs/   the jars (downloaded once by Maven; COMPLETE marks a full set)
+    .dev/kafka/server.properties   broker + controller config
+    .dev/kafka/log4j2.properties   logging to .dev/kafka/logs/server.log
+    .dev/kafka/data/               the log dirs (meta.properties once formatted)
+    .dev/kafka/kafka.pid, kafka.out
+
+Starting is, in order:
+    1. fetch the jars unless COMPLETE is there;
+    2. write the config files;
+    3. format the storage unless data/meta.properties exists;
+    4. launch `kafka.Kafka` detached in its own session;
+    5. wait until an admin client can list topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cerebelum.dev import DevServiceError, pid_alive, port_answers, read_pid, say
+
+# 4.1.x: aiokafka's v0 transaction requests (init, add, offsets, commit, abort) pass here.
+KAFKA_VERSION = "4.1.2"
+# The log4j2 that kafka-server itself depends on; api, core and the binding must agree.
+LOG4J_VERSION = "2.25.3"
+HOST = "127.0.0.1"
+# Off the well-known 9092/9093 so a developer's own Kafka on the machine does not clash.
+DEFAULT_PORT = 19092
+DEFAULT_CONTROLLER_PORT = 19093
+# Enough for a dev broker with a few hundred partitions; the rest of RAM goes to page cache.
+HEAP = "1g"
+# A cold start (JVM, KRaft election, log recovery) takes 2-4 s here; 90 s covers a slow CI box.
+READY_TIMEOUT_S = 90.0
+# Kafka flushes and closes its logs on SIGTERM; past 30 s something is stuck and we SIGKILL.
+STOP_TIMEOUT_S = 30.0
+
+# Kafka 4.x uses slf4j 1.7 but ships no backend: log4j-slf4j-impl is the one binding for it.
+POM_TEMPLATE = """\
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.cerebelum</groupId>
+  <artifactId>local-kafka</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-api</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>3.8.1</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+LOG4J2_TEMPLATE = """\
+status = warn
+name = cerebelum-dev-kafka
+
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {logs}/server.log
+appender.file.filePattern = {logs}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+# Three 50 MB files keep hours of dev history without filling the disk.
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+
+# One line per partition load or state change: thousands with 64-partition topics.
+logger.storage.name = org.apache.kafka.storage.internals.log
+logger.storage.level = WARN
+logger.partition.name = kafka.cluster.Partition
+logger.partition.level = WARN
+logger.logmanager.name = kafka.log.LogManager
+logger.logmanager.level = WARN
+logger.replication.name = org.apache.kafka.controller.ReplicationControlManager
+logger.replication.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = WARN
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaLayout:
+    """Where one repo's broker keeps its jars, config and data, and which ports it uses."""
+
+    root: Path
+    version: str = KAFKA_VERSION
+    port: int = DEFAULT_PORT
+    controller_port: int = DEFAULT_CONTROLLER_PORT
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".cache" / "kafka" / self.version
+
+    @property
+    def libs(self) -> Path:
+        return self.cache / "libs"
+
+    @property
+    def complete_marker(self) -> Path:
+        return self.cache / "COMPLETE"
+
+    @property
+    def home(self) -> Path:
+        return self.root / ".dev" / "kafka"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j_properties(self) -> Path:
+        return self.home / "log4j2.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def out_file(self) -> Path:
+        return self.home / "kafka.out"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+def fetch_jars(layout: KafkaLayout) -> None:
+    """Download Kafka and its logging backend into the cache once; a COMPLETE marker skips it."""
+    if layout.complete_marker.exists():
+        return
+    if shutil.which("mvn") is None:
+        raise DevServiceError("mvn not found: run scripts/bootstrap.sh or apt-get install maven")
+    say(f"fetching Kafka {layout.version} jars with Maven (one time, ~1 min)...")
+    started = time.monotonic()
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    pom = layout.cache / "pom.xml"
+    pom.write_text(POM_TEMPLATE.format(kafka=layout.version, log4j=LOG4J_VERSION))
+    # Copy into a scratch folder and rename, so an interrupted download never looks complete.
+    partial = layout.cache / "libs.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(layout.libs, ignore_errors=True)
+    command = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+        "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DevServiceError(
+            f"Maven could not fetch Kafka {layout.version}:\n{result.stdout[-3000:]}"
+        )
+    _check_one_slf4j_binding(partial)
+    partial.rename(layout.libs)
+    layout.complete_marker.write_text(f"kafka {layout.version}, log4j {LOG4J_VERSION}\n")
+    say(f"  {len(list(layout.libs.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s")
+
+
+def _check_one_slf4j_binding(libs: Path) -> None:
+    bindings = [jar.name for jar in libs.glob("*.jar") if _is_slf4j_binding(jar.name)]
+    if len(bindings) != 1:
+        raise DevServiceError(f"expected exactly one slf4j binding in {libs}, found {bindings}")
+
+
+# Any of these on the classpath is an slf4j backend; two of them make slf4j pick one at random.
+SLF4J_BINDINGS = (
+    "log4j-slf4j-impl",
+    "log4j-slf4j2-impl",
+    "slf4j-reload4j",
+    "slf4j-log4j12",
+    "slf4j-simple",
+    "logback-classic",
+)
+
+
+def _is_slf4j_binding(jar_name: str) -> bool:
+    return jar_name.startswith(SLF4J_BINDINGS)
+
+
+def write_config(layout: KafkaLayout) -> None:
+    """Write server.properties and log4j2.properties (rewritten each start; edits do not stick)."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.data.mkdir(parents=True, exist_ok=True)
+    layout.server_properties.write_text(_server_properties(layout))
+    layout.log4j_properties.write_text(LOG4J2_TEMPLATE.format(logs=layout.logs))
+
+
+def _server_properties(layout: KafkaLayout) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{layout.controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{layout.port},CONTROLLER://{HOST}:{layout.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{layout.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(layout.data),
+        # A typo'd topic name must fail, not silently create a 1-partition topic.
+        "auto.create.topics.enable": "false",
+        # Tests start consumers one by one; the default 3 s wait only slows them down.
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+        # One node: the internal topics' defaults (RF 3, min ISR 2) could never be met.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+    }
+    lines = ["# Written by cerebelum.dev.kafka on every start; edit the code, not this file."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def format_storage(layout: KafkaLayout) -> None:
+    """Give the log dir a cluster id, once: meta.properties marks it formatted."""
+    if (layout.data / "meta.properties").exists():
+        return
+    cluster_id = _java(layout, "kafka.tools.StorageTool", "random-uuid").strip().splitlines()[-1]
+    _java(
+        layout,
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(layout.server_properties),
+    )
+    say(f"formatted Kafka storage (cluster id {cluster_id})")
+
+
+def _java(layout: KafkaLayout, main_class: str, *args: str) -> str:
+    command = [
+        "java",
+        "-cp",
+        f"{layout.libs}/*",
+        f"-Dlog4j2.configurationFile={layout.log4j_properties}",
+        main_class,
+        *args,
+    ]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DevServiceError(
+            f"{main_class} {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+def is_running(layout: KafkaLayout) -> bool:
+    """True if our broker process is alive and its client port answers."""
+    pid = _our_pid(layout)
+    return pid is not None and port_answers(HOST, layout.port)
+
+
+def _our_pid(layout: KafkaLayout) -> int | None:
+    # The pid file may outlive the broker and the pid be reused: check it is still kafka.Kafka.
+    pid = read_pid(layout.pid_file)
+    if pid is None or not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"kafka.Kafka" in cmdline else None
+
+
+def start(layout: KafkaLayout) -> None:
+    """Fetch, configure, format and launch the broker, then wait until it serves requests."""
+    if is_running(layout):
+        say(f"Kafka already running on {layout.bootstrap} (pid {_our_pid(layout)})")
+        return
+    if _our_pid(layout) is None and port_answers(HOST, layout.port):
+        raise DevServiceError(
+            f"port {layout.port} is taken by another process; stop it or pick another port"
+        )
+    fetch_jars(layout)
+    write_config(layout)
+    format_storage(layout)
+    say(f"starting Kafka {layout.version} on {layout.bootstrap}", end="")
+    started = time.monotonic()
+    command = [
+        "java",
+        f"-Xmx{HEAP}",
+        f"-Xms{HEAP}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        "-cp",
+        f"{layout.libs}/*",
+        f"-Dlog4j2.configurationFile={layout.log4j_properties}",
+        "kafka.Kafka",
+        str(layout.server_properties),
+    ]
+    with layout.out_file.open("wb") as out:
+        # A new session: Ctrl-C in the terminal that ran `dev up` must not reach the broker.
+        process = subprocess.Popen(
+            command,
+            cwd=layout.home,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    layout.pid_file.write_text(f"{process.pid}\n")
+    _wait_ready(layout, process.pid)
+    say(f" ready in {time.monotonic() - started:.1f} s")
+
+
+def _wait_ready(layout: KafkaLayout, pid: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise DevServiceError(
+                f"Kafka exited during startup; see {layout.out_file}:\n{_tail(layout.out_file)}"
+            )
+        if port_answers(HOST, layout.port) and _lists_topics(layout.bootstrap):
+            return
+        say(".", end="")
+        time.sleep(0.5)  # Start takes 2-4 s: a coarser poll would add to every cold `up`.
+    raise DevServiceError(
+        f"Kafka did not answer within {READY_TIMEOUT_S:.0f} s; see {layout.logs}/server.log"
+    )
+
+
+def _lists_topics(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient  # imported late: `dev status` need not load it
+
+    async def probe() -> None:
+        # 5 s per request: a broker that accepts TCP but cannot answer metadata is not ready yet.
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    with _quiet("aiokafka"):
+        try:
+            asyncio.run(probe())
+        except Exception:  # any failure just means "not ready yet"
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    # aiokafka logs each refused connection at ERROR; during a startup wait that is expected.
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def stop(layout: KafkaLayout) -> None:
+    """SIGTERM the broker, wait for its clean shutdown, SIGKILL it if that takes too long."""
+    pid = _our_pid(layout)
+    if pid is None:
+        say("Kafka is not running")
+        layout.pid_file.unlink(missing_ok=True)
+        return
+    say(f"stopping Kafka (pid {pid})", end="")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while pid_alive(pid) and time.monotonic() < deadline:
+        say(".", end="")
+        time.sleep(0.5)  # Short polls: a clean shutdown takes 1-5 s and we want to return promptly.
+    if pid_alive(pid):
+        say(f" no exit after {STOP_TIMEOUT_S:.0f} s, killing", end="")
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.1)
+    layout.pid_file.unlink(missing_ok=True)
+    say(" stopped")
+
+
+def status(layout: KafkaLayout) -> dict[str, object]:
+    """What a person or a script wants to know about the broker."""
+    pid = _our_pid(layout)
+    return {
+        "running": pid is not None and port_answers(HOST, layout.port),
+        "pid": pid,
+        "bootstrap": layout.bootstrap,
+        "version": layout.version,
+        "jars_cached": layout.complete_marker.exists(),
+        "formatted": (layout.data / "meta.properties").exists(),
+        "log": str(layout.logs / "server.log"),
+    }
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
