@@ -1,0 +1,76 @@
+"""The API's reads from PostgreSQL: one function per query, rows out as plain dicts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+EXECUTION_COLUMNS = (
+    "execution_id, workflow, workflow_version, status, current_step, inputs, output, error, "
+    "started_at, updated_at, finished_at, last_version"
+)
+# The list view leaves out the payloads (inputs, output, error), which may be large.
+SUMMARY_COLUMNS = (
+    "execution_id, workflow, workflow_version, status, current_step, "
+    "started_at, updated_at, finished_at, last_version"
+)
+
+
+async def get_execution(pool: asyncpg.Pool, execution_id: str) -> dict[str, Any] | None:
+    """The executions row, or None."""
+    row = await pool.fetchrow(
+        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = $1", execution_id
+    )
+    return None if row is None else dict(row)
+
+
+async def list_events(
+    pool: asyncpg.Pool, execution_id: str, after_version: int, limit: int
+) -> list[dict[str, Any]] | None:
+    """Events after `after_version` in version order; None if the execution has no events."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT version, type, schema, at, data, kafka_partition, kafka_offset FROM events "
+            "WHERE execution_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            execution_id,
+            after_version,
+            limit,
+        )
+        if not rows and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = $1)", execution_id
+        ):
+            return None
+    return [dict(r) for r in rows]
+
+
+async def list_executions(
+    pool: asyncpg.Pool, status: str | None, workflow: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Executions newest first, optionally filtered by status and workflow."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        args.append(status)
+        conditions.append(f"status = ${len(args)}")
+    if workflow is not None:
+        args.append(workflow)
+        conditions.append(f"workflow = ${len(args)}")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    args.append(limit)
+    rows = await pool.fetch(
+        f"SELECT {SUMMARY_COLUMNS} FROM executions {where} "
+        f"ORDER BY started_at DESC NULLS LAST LIMIT ${len(args)}",
+        *args,
+    )
+    return [dict(r) for r in rows]
+
+
+async def database_ok(pool: asyncpg.Pool, timeout: float) -> bool:
+    """True if a connection answers `SELECT 1` within `timeout` seconds."""
+    try:
+        # The timeout covers acquiring (connecting) too, not only the query.
+        return bool(await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False

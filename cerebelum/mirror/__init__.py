@@ -1,0 +1,5 @@
+"""The mirror: cerebelum.events → PostgreSQL (`events` and `executions`), idempotently."""
+
+from cerebelum.mirror.mirror import Mirror, MirrorStats
+
+__all__ = ["Mirror", "MirrorStats"]

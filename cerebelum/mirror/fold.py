@@ -1,0 +1,228 @@
+"""Pure mirror logic: Kafka records → validated event rows → one `executions` row per execution.
+
+No Kafka or asyncpg here, so the unit tests exercise all of it. What each event type does to its
+execution's row is the table `EFFECTS`: a new event type is one line there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from cerebelum.core import events as ev
+from cerebelum.core.commands import MAX_EXECUTION_ID_LENGTH
+
+# Event types that later milestones add; named here so the status table can mention them.
+EXECUTION_CANCELLED = "ExecutionCancelled"
+TIMER_STARTED = "TimerStarted"
+TIMER_FIRED = "TimerFired"
+SIGNAL_AWAITED = "SignalAwaited"
+SIGNAL_RECEIVED = "SignalReceived"
+APPROVAL_REQUESTED = "ApprovalRequested"
+APPROVAL_RECEIVED = "ApprovalReceived"
+
+# Where a column's value comes from: a field of the event, or the event's own `at`.
+AT = object()
+
+
+class Effect(NamedTuple):
+    """What one event type does to its execution's row."""
+
+    status: str | None  # the status after this event; None leaves it as it was
+    columns: tuple[tuple[str, Any], ...] = ()  # (column, event field or AT)
+
+
+# The one table to extend for a new event type. Types not listed only bump last_version.
+EFFECTS: dict[str, Effect] = {
+    ev.EXECUTION_STARTED: Effect(
+        "running",
+        (
+            ("workflow", "workflow"),
+            ("workflow_version", "workflow_version"),
+            ("inputs", "inputs"),
+            ("started_at", AT),
+        ),
+    ),
+    ev.STEP_SCHEDULED: Effect("running", (("current_step", "step"),)),
+    ev.STEP_FAILED: Effect(None, (("error", "error"),)),
+    ev.EXECUTION_COMPLETED: Effect("completed", (("output", "output"), ("finished_at", AT))),
+    ev.EXECUTION_FAILED: Effect("failed", (("error", "error"), ("finished_at", AT))),
+    EXECUTION_CANCELLED: Effect("cancelled", (("finished_at", AT),)),
+    TIMER_STARTED: Effect("sleeping"),
+    TIMER_FIRED: Effect("running"),
+    SIGNAL_AWAITED: Effect("waiting"),
+    SIGNAL_RECEIVED: Effect("running"),
+    APPROVAL_REQUESTED: Effect("waiting"),
+    APPROVAL_RECEIVED: Effect("running"),
+}
+
+TEXT_COLUMNS = ("workflow", "workflow_version", "status", "current_step")
+JSON_COLUMNS = ("inputs", "output", "error")
+TIME_COLUMNS = ("started_at", "finished_at")
+
+_MAX_INT4 = 2**31 - 1
+_MAX_INT2 = 2**15 - 1
+# 9999-12-31T23:59:59.999Z: past it Python's datetime (and common sense) give out.
+MAX_AT_MS = 253_402_300_799_999
+# An event type is a short identifier; the bound keeps garbage out of a text column.
+MAX_TYPE_LENGTH = 200
+
+
+class MalformedEvent(ValueError):
+    """A record on cerebelum.events that cannot be mirrored; it is counted and skipped."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventRow(NamedTuple):
+    """One validated event, as the `events` table stores it (plus the decoded event)."""
+
+    execution_id: str
+    version: int
+    type: str
+    schema: int
+    at: int  # epoch ms
+    data: str  # the event's JSON text, stored as jsonb
+    kafka_partition: int
+    kafka_offset: int
+    event: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ExecutionRow:
+    """The columns one batch sets on an execution's row; None means "keep what is there"."""
+
+    execution_id: str
+    last_version: int = 0
+    updated_at: int = 0  # epoch ms
+    workflow: str | None = None
+    workflow_version: str | None = None
+    status: str | None = None
+    current_step: str | None = None
+    inputs: str | None = None  # JSON text
+    output: str | None = None  # JSON text
+    error: str | None = None  # JSON text
+    started_at: int | None = None  # epoch ms
+    finished_at: int | None = None  # epoch ms
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def decode_event(value: bytes | None, partition: int, offset: int) -> EventRow:
+    """Validate one record value from cerebelum.events, or raise MalformedEvent.
+
+    Everything PostgreSQL would refuse is refused here, so one bad record cannot fail the
+    batch it sits in: the envelope's types and ranges, and NUL characters (jsonb and text
+    reject them; they are replaced by U+FFFD in the stored data).
+    """
+    if value is None:
+        raise MalformedEvent("empty record value")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise MalformedEvent("not a JSON object")
+    execution_id = event.get("execution_id")
+    if not isinstance(execution_id, str) or not 0 < len(execution_id) <= MAX_EXECUTION_ID_LENGTH:
+        raise MalformedEvent(
+            f"execution_id must be a string of 1..{MAX_EXECUTION_ID_LENGTH} characters"
+        )
+    version = event.get("version")
+    if type(version) is not int or not 1 <= version <= _MAX_INT4:
+        raise MalformedEvent("version must be an integer from 1 to 2^31-1")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_TYPE_LENGTH:
+        raise MalformedEvent(f"type must be a string of 1..{MAX_TYPE_LENGTH} characters")
+    schema = event.get("schema")
+    if type(schema) is not int or not 0 <= schema <= _MAX_INT2:
+        raise MalformedEvent("schema must be a small non-negative integer")
+    at = event.get("at")
+    if type(at) is not int or not 0 <= at <= MAX_AT_MS:
+        raise MalformedEvent("at must be epoch milliseconds (an integer)")
+    if b"\\u0000" in value:
+        if "\x00" in execution_id or "\x00" in kind:
+            raise MalformedEvent("NUL character in execution_id or type")
+        event = _without_nul(event)
+        data = orjson.dumps(event).decode()
+    else:
+        data = value.decode()
+    return EventRow(execution_id, version, kind, schema, at, data, partition, offset, event)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def sort_and_dedupe(rows: Iterable[EventRow]) -> list[EventRow]:
+    """Rows in (execution_id, version) order, the first record of each pair kept.
+
+    The order is the lock order of every writer, so concurrent mirrors cannot deadlock, and
+    it is the order `fold` needs. Kafka carries a pair twice only when a producer misbehaved.
+    """
+    ordered = sorted(rows, key=lambda r: (r.execution_id, r.version, r.kafka_offset))
+    unique: list[EventRow] = []
+    last: tuple[str, int] | None = None
+    for row in ordered:
+        key = (row.execution_id, row.version)
+        if key != last:
+            unique.append(row)
+            last = key
+    return unique
+
+
+# --- folding ----------------------------------------------------------------------------------
+
+
+def fold(rows: Sequence[EventRow]) -> list[ExecutionRow]:
+    """One ExecutionRow per execution in `rows` (which are sorted by execution_id, version).
+
+    Each row holds what this batch's events say: the latest status and values, None where no
+    event of the batch spoke. The upsert keeps the stored value for a None.
+    """
+    result: list[ExecutionRow] = []
+    current: ExecutionRow | None = None
+    for row in rows:
+        if current is None or current.execution_id != row.execution_id:
+            current = ExecutionRow(row.execution_id)
+            result.append(current)
+        apply_event(current, row)
+    return result
+
+
+def apply_event(execution: ExecutionRow, row: EventRow) -> None:
+    """Fold one event into the row, as `EFFECTS` says."""
+    if row.version > execution.last_version:
+        execution.last_version = row.version
+        execution.updated_at = row.at
+    effect = EFFECTS.get(row.type)
+    if effect is None:
+        return
+    if effect.status is not None:
+        execution.status = effect.status
+    event = row.event
+    for column, source in effect.columns:
+        if source is AT:
+            setattr(execution, column, row.at)
+        elif source in event:
+            setattr(execution, column, _column_value(column, event[source]))
+
+
+def _column_value(column: str, value: Any) -> Any:
+    if column in JSON_COLUMNS:
+        return orjson.dumps(value).decode()
+    if value is None:
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
