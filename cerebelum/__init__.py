@@ -2,16 +2,44 @@
 
 from cerebelum.client import Client, ExecutionResult
 from cerebelum.config import Settings
-from cerebelum.core.workflow import StepContext, Workflow, step
+from cerebelum.core.rules import (
+    RetryPolicy,
+    back_to,
+    branch,
+    continue_,
+    diverge,
+    fail,
+    retry,
+    skip_to,
+)
+from cerebelum.core.workflow import (
+    StepContext,
+    Workflow,
+    approval,
+    sleep,
+    step,
+    wait_for_signal,
+)
 from cerebelum.errors import CerebelumError, StepError
 
 __all__ = [
     "CerebelumError",
     "Client",
     "ExecutionResult",
+    "RetryPolicy",
     "Settings",
     "StepContext",
     "StepError",
     "Workflow",
+    "approval",
+    "back_to",
+    "branch",
+    "continue_",
+    "diverge",
+    "fail",
+    "retry",
+    "skip_to",
+    "sleep",
     "step",
+    "wait_for_signal",
 ]

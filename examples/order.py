@@ -1,14 +1,38 @@
-"""An order: validate it, reserve the stock, charge the card, ship it.
+"""An order: validate it, reserve stock and charge the card at once, ask a manager to approve
+large orders, then ship.
 
     cerebelum worker --app examples.order
     cerebelum start order --input '{"order_id": "o-1", "items": [{"sku": "tea", "qty": 2, "price": 4.5}]}' --wait
+    cerebelum signal ID approval --payload '{"approved": true, "by": "ana"}'    # for totals over 1000
+
+- `validate >> [reserve, charge]`: reserve and charge run concurrently; `review` waits for both.
+- `charge` retries with exponential backoff (durable timers) when the payment provider is down.
+- Orders up to 1000 skip the approval; larger ones wait up to a day for the `approval` signal,
+  and a rejection fails the order.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from cerebelum import StepContext, StepError, Workflow, step
+from cerebelum import (
+    RetryPolicy,
+    StepContext,
+    StepError,
+    Workflow,
+    approval,
+    branch,
+    diverge,
+    fail,
+    skip_to,
+    step,
+)
+
+APPROVAL_THRESHOLD = 1000
+
+
+class PaymentUnavailable(Exception):
+    """The payment provider did not answer: worth retrying."""
 
 
 @step
@@ -26,20 +50,36 @@ async def reserve(validate: dict) -> dict:
     return {"reservation": f"r-{validate['order_id']}", "lines": validate["lines"]}
 
 
-@step
-async def charge(ctx: StepContext, validate: dict) -> dict:
-    # The idempotency key is stable across retries: the payment provider charges once.
+@step(retry=RetryPolicy(max_attempts=5, initial_interval=0.2, backoff=2.0, max_interval=5.0))
+async def charge(ctx: StepContext, inputs: dict, validate: dict) -> dict:
+    # Test hook: the provider is "down" for the first `provider_down_attempts` attempts.
+    if ctx.attempt <= inputs.get("provider_down_attempts", 0):
+        raise PaymentUnavailable(f"payment provider unavailable (attempt {ctx.attempt})")
+    # The idempotency key is stable across retries: the provider charges once.
     return {"charged": validate["total"], "payment_ref": f"pay-{ctx.idempotency_key}"}
 
 
 @step
-def ship(validate: dict, reserve: dict, charge: dict) -> dict:
+def review(validate: dict) -> dict:
+    return {"needs_approval": validate["total"] > APPROVAL_THRESHOLD}
+
+
+@step
+def ship(validate: dict, reserve: dict, charge: dict, approval: dict | None) -> dict:
     return {
         "order_id": validate["order_id"],
         "status": "shipped",
         "reservation": reserve["reservation"],
         "paid": charge["charged"],
+        "approved_by": (approval or {}).get("by", "auto"),
     }
 
 
-order = Workflow("order", validate >> reserve >> charge >> ship)
+order = Workflow(
+    "order",
+    validate >> [reserve, charge] >> review >> approval("approval", timeout=24 * 3600) >> ship,
+    rules=[
+        branch(review, when=lambda r: not r["needs_approval"], then=skip_to(ship)),
+        diverge("approval", when=lambda r: not r.get("approved"), then=fail("order rejected")),
+    ],
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from cerebelum import Workflow, step
+from cerebelum.core.workflow import Step
 from examples.order import order  # noqa: F401  (registered by being a module global)
 
 
@@ -50,3 +51,143 @@ async def slow_c(inputs: dict, slow_b: dict) -> dict:
 
 
 slow = Workflow("slow", slow_a >> slow_b >> slow_c)
+
+
+# --- the language's features, for the integration tests ---------------------------------------
+
+from cerebelum import (  # noqa: E402
+    RetryPolicy,
+    StepContext,
+    approval,
+    back_to,
+    branch,
+    diverge,
+    fail,
+    sleep,
+    wait_for_signal,
+)
+from examples.polling import poll_job  # noqa: E402,F401
+
+
+@step
+def begin(inputs: dict) -> dict:
+    return {"n": inputs.get("n", 0), "pause": inputs.get("pause", 0.5)}
+
+
+@step
+async def left(begin: dict) -> dict:
+    import asyncio
+
+    await asyncio.sleep(begin["pause"])
+    return {"left": begin["n"] + 1}
+
+
+@step
+def right(begin: dict) -> dict:
+    time.sleep(begin["pause"])
+    return {"right": begin["n"] + 2}
+
+
+@step
+def join(left: dict, right: dict) -> dict:
+    return {"sum": left["left"] + right["right"]}
+
+
+fanout = Workflow("fanout", begin >> [left, right] >> join)
+
+
+@step
+def nap_start(inputs: dict) -> dict:
+    return {"n": inputs["n"]}
+
+
+@step
+def nap_end(nap_start: dict) -> dict:
+    return {"n": nap_start["n"], "woke": True}
+
+
+napper = Workflow("napper", nap_start >> sleep(3, name="nap") >> nap_end)
+
+
+@step
+def ask(inputs: dict) -> dict:
+    return {"amount": inputs["amount"]}
+
+
+@step
+def after_approval(ask: dict, decision: dict) -> dict:
+    return {"amount": ask["amount"], "by": decision["by"]}
+
+
+approver = Workflow(
+    "approver",
+    ask >> approval("decision", timeout=300) >> after_approval,
+    rules=[diverge("decision", when=lambda r: not r.get("approved"), then=fail("rejected"))],
+)
+
+
+@step
+def listen(inputs: dict) -> dict:
+    return inputs
+
+
+@step
+def heard(ping: object) -> dict:
+    return {"ping": ping}
+
+
+waiter = Workflow(
+    "waiter", listen >> wait_for_signal("ping", timeout=2, on_timeout=fail()) >> heard
+)
+
+
+class Flaky(Exception):
+    pass
+
+
+@step(retry=RetryPolicy(max_attempts=4, initial_interval=0.2, backoff=2.0, jitter=0))
+def flaky(ctx: StepContext, inputs: dict) -> dict:
+    if ctx.attempt < inputs["succeed_on"]:
+        raise Flaky(f"attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+retrier = Workflow("retrier", [flaky])
+
+
+@step(timeout=0.3)
+async def too_slow(inputs: dict) -> dict:
+    import asyncio
+
+    await asyncio.sleep(5)
+    return {}
+
+
+timeouts = Workflow("timeouts", [too_slow])
+
+
+@step
+def count(ctx: StepContext, inputs: dict) -> dict:
+    return {"i": ctx.iteration}
+
+
+looper = Workflow(
+    "looper",
+    [count],
+    rules=[branch(count, when=lambda r: r["i"] < 3, then=back_to(count))],
+    max_iterations=10,
+)
+runaway = Workflow(
+    "runaway",
+    [Step(count.fn, name="spin")],
+    rules=[branch("spin", when=lambda r: True, then=back_to("spin"))],
+    max_iterations=5,
+)
+
+
+@step
+def big_result(inputs: dict) -> str:
+    return "x" * inputs["size"]
+
+
+big = Workflow("big", [big_result])

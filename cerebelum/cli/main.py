@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("worker", "mirror", "api", "start", "topics", "db", "dev")
+COMMANDS = ("worker", "mirror", "api", "start", "signal", "topics", "db", "dev")
 
 
 def build_parser() -> argparse.ArgumentParser:

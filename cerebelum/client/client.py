@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS
-from cerebelum.core.commands import start_command
+from cerebelum.core.commands import cancel_command, signal_command, start_command
 from cerebelum.core.events import EXECUTION_COMPLETED, TERMINAL_EVENTS
 
 
@@ -90,6 +90,19 @@ class Client:
         assert self._producer is not None, "call connect() or use `async with Client()`"
         value = start_command(execution_id, workflow, {} if inputs is None else inputs)
         return await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode())
+
+    async def signal(self, execution_id: str, signal: str, payload: Any = None) -> None:
+        """Send a signal (an approval, any external event). One that arrives before the
+        execution waits for it is kept until it does."""
+        assert self._producer is not None, "call connect() or use `async with Client()`"
+        value = signal_command(execution_id, signal, payload)
+        await (await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode()))
+
+    async def cancel(self, execution_id: str, reason: str = "cancelled") -> None:
+        """Cancel an execution: it records why, runs no further step, drops its timers."""
+        assert self._producer is not None, "call connect() or use `async with Client()`"
+        value = cancel_command(execution_id, reason)
+        await (await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode()))
 
     async def run(
         self, workflow: str, inputs: Any = None, execution_id: str | None = None, timeout: float = 60

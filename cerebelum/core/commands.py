@@ -4,6 +4,8 @@ Wire format of a command on cerebelum.commands (documented in docs/start-command
 key = execution_id (UTF-8), value = a JSON object
 
     {"type": "StartExecution", "execution_id": "...", "workflow": "...", "inputs": {...}}
+    {"type": "SendSignal", "execution_id": "...", "signal": "approval", "payload": {...}}
+    {"type": "CancelExecution", "execution_id": "...", "reason": "..."}
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from cerebelum.constants import CMD_START, COMMAND_SCHEMA
+from cerebelum.constants import CMD_CANCEL, CMD_SIGNAL, CMD_START, COMMAND_SCHEMA
 from cerebelum.errors import InvalidCommand, LimitExceeded
 
 # A command larger than this is refused: state snapshots carry the inputs, and Kafka's default
@@ -33,26 +35,63 @@ class StartExecution:
 class StepOutcome:
     """What a step run returned or raised, reported back by the worker's step runner."""
 
-    __slots__ = ("execution_id", "step", "attempt", "ok", "value", "error")
+    __slots__ = ("execution_id", "step", "token", "ok", "value", "error")
 
     def __init__(
         self,
         execution_id: str,
         step: str,
-        attempt: int,
+        token: int,
         ok: bool,
         value: Any = None,
         error: dict[str, Any] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.step = step
-        self.attempt = attempt
+        self.token = token  # the StepScheduled version this run answers
         self.ok = ok
         self.value = value
         self.error = error
 
 
-Command = StartExecution
+class SendSignal:
+    __slots__ = ("execution_id", "signal", "payload")
+
+    def __init__(self, execution_id: str, signal: str, payload: Any) -> None:
+        self.execution_id = execution_id
+        self.signal = signal
+        self.payload = payload
+
+
+class CancelExecution:
+    __slots__ = ("execution_id", "reason")
+
+    def __init__(self, execution_id: str, reason: str) -> None:
+        self.execution_id = execution_id
+        self.reason = reason
+
+
+class TimerDue:
+    """A durable timer's time has come (from the worker's timer heap)."""
+
+    __slots__ = ("execution_id", "timer_id")
+
+    def __init__(self, execution_id: str, timer_id: str) -> None:
+        self.execution_id = execution_id
+        self.timer_id = timer_id
+
+
+class Recover:
+    """A partition was restored: re-issue what the execution was doing (steps, timers)."""
+
+    __slots__ = ("execution_id",)
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+
+
+Command = StartExecution | SendSignal | CancelExecution
+Input = Command | StepOutcome | TimerDue | Recover
 
 
 def parse_command(raw: bytes | None) -> Command:
@@ -83,6 +122,16 @@ def parse_command(raw: bytes | None) -> Command:
         if not isinstance(workflow, str) or not workflow:
             raise InvalidCommand("field 'workflow' must be a non-empty string", execution_id)
         return StartExecution(execution_id, workflow, body.get("inputs", {}))
+    if kind == CMD_SIGNAL:
+        signal = body.get("signal")
+        if not isinstance(signal, str) or not signal:
+            raise InvalidCommand("field 'signal' must be a non-empty string", execution_id)
+        return SendSignal(execution_id, signal, body.get("payload"))
+    if kind == CMD_CANCEL:
+        reason = body.get("reason", "cancelled")
+        if not isinstance(reason, str):
+            raise InvalidCommand("field 'reason' must be a string", execution_id)
+        return CancelExecution(execution_id, reason)
     raise InvalidCommand(f"unknown command type {kind!r}", execution_id)
 
 
@@ -96,4 +145,22 @@ def start_command(execution_id: str, workflow: str, inputs: Any) -> bytes:
             "workflow": workflow,
             "inputs": inputs,
         }
+    )
+
+
+def signal_command(execution_id: str, signal: str, payload: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "type": CMD_SIGNAL,
+            "schema": COMMAND_SCHEMA,
+            "execution_id": execution_id,
+            "signal": signal,
+            "payload": payload,
+        }
+    )
+
+
+def cancel_command(execution_id: str, reason: str) -> bytes:
+    return orjson.dumps(
+        {"type": CMD_CANCEL, "schema": COMMAND_SCHEMA, "execution_id": execution_id, "reason": reason}
     )

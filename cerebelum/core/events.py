@@ -7,11 +7,21 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
 `version` runs 1..n per execution with no gap. The fields of each type:
 
     ExecutionStarted    workflow, workflow_version, inputs
-    StepScheduled       step, index (in the timeline), attempt
-    StepCompleted       step, attempt, result
-    StepFailed          step, attempt, error {type, message}
+    StepScheduled       step, node (index in the timeline), attempt
+    StepCompleted       step, attempt, result [, signal]  (a signal wait completes with its payload)
+    StepFailed          step, attempt, error {type, types, message}
+    StepRetryScheduled  step, attempt (the next one), timer_id, fire_at, delay_ms
+    DivergeTaken        step, rule, action, target
+    BranchTaken         step, rule, action, target
+    JumpTaken           from_step, to_step, node, kind ("back_to" | "skip_to"), iteration
+    TimerStarted        timer_id, fire_at, step (the node), node, purpose ("sleep" | "signal_timeout")
+    TimerFired          timer_id
+    SignalAwaited       signal, step, node, timeout_at
+    ApprovalRequested   signal, step, node, timeout_at
+    SignalReceived      signal, payload
     ExecutionCompleted  output
     ExecutionFailed     error {type, message, step?}
+    ExecutionCancelled  reason
 """
 
 from __future__ import annotations
@@ -24,8 +34,18 @@ EXECUTION_STARTED = "ExecutionStarted"
 STEP_SCHEDULED = "StepScheduled"
 STEP_COMPLETED = "StepCompleted"
 STEP_FAILED = "StepFailed"
+STEP_RETRY_SCHEDULED = "StepRetryScheduled"
+DIVERGE_TAKEN = "DivergeTaken"
+BRANCH_TAKEN = "BranchTaken"
+JUMP_TAKEN = "JumpTaken"
+TIMER_STARTED = "TimerStarted"
+TIMER_FIRED = "TimerFired"
+SIGNAL_AWAITED = "SignalAwaited"
+APPROVAL_REQUESTED = "ApprovalRequested"
+SIGNAL_RECEIVED = "SignalReceived"
 EXECUTION_COMPLETED = "ExecutionCompleted"
 EXECUTION_FAILED = "ExecutionFailed"
+EXECUTION_CANCELLED = "ExecutionCancelled"
 
 EVENT_TYPES = frozenset(
     {
@@ -33,12 +53,22 @@ EVENT_TYPES = frozenset(
         STEP_SCHEDULED,
         STEP_COMPLETED,
         STEP_FAILED,
+        STEP_RETRY_SCHEDULED,
+        DIVERGE_TAKEN,
+        BRANCH_TAKEN,
+        JUMP_TAKEN,
+        TIMER_STARTED,
+        TIMER_FIRED,
+        SIGNAL_AWAITED,
+        APPROVAL_REQUESTED,
+        SIGNAL_RECEIVED,
         EXECUTION_COMPLETED,
         EXECUTION_FAILED,
+        EXECUTION_CANCELLED,
     }
 )
 
-TERMINAL_EVENTS = frozenset({EXECUTION_COMPLETED, EXECUTION_FAILED})
+TERMINAL_EVENTS = frozenset({EXECUTION_COMPLETED, EXECUTION_FAILED, EXECUTION_CANCELLED})
 
 Event = dict[str, Any]
 
@@ -54,8 +84,18 @@ def make_event(execution_id: str, version: int, type_: str, at: int, **fields: A
     }
 
 
-def error_info(type_: str, message: str, step: str | None = None) -> dict[str, Any]:
+def error_info(
+    type_: str, message: str, step: str | None = None, types: list[str] | None = None
+) -> dict[str, Any]:
+    """An error as recorded: its type, the names of its base classes (for diverge rules)."""
     info: dict[str, Any] = {"type": type_, "message": message}
+    if types is not None:
+        info["types"] = types
     if step is not None:
         info["step"] = step
     return info
+
+
+def exception_info(exc: BaseException) -> dict[str, Any]:
+    types = [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)]
+    return error_info(type(exc).__name__, str(exc), types=types)

@@ -1,11 +1,10 @@
-"""The execution state machine: `decide` turns an input into events and effects, `apply` folds.
+"""The execution state machine: `decide` turns an input into events and effects.
 
     decide(state, input, now, registry) -> (state', events, effects)
-    apply(state, event) -> state'
 
-`decide` never changes state except through `apply`, so folding the events it returns from
-nothing always gives the state the live worker holds (invariant 5). Effects are what the worker
-must do once the events are durable: run a step.
+`decide` changes state only through `apply` (cerebelum.core.apply), so folding the events it
+returns from nothing always gives the state the live worker holds (invariant 5). Effects are
+what the worker must do once the events are durable: run a step, arm a timer.
 """
 
 from __future__ import annotations
@@ -13,191 +12,421 @@ from __future__ import annotations
 from typing import Any
 
 from cerebelum.core import events as ev
-from cerebelum.core.commands import StartExecution, StepOutcome
+from cerebelum.core import rules as r
+from cerebelum.core.apply import apply, fold
+from cerebelum.core.commands import (
+    CancelExecution,
+    Input,
+    Recover,
+    SendSignal,
+    StartExecution,
+    StepOutcome,
+    TimerDue,
+)
 from cerebelum.core.events import Event, error_info, make_event
-from cerebelum.core.state import COMPLETED, FAILED, Execution
-from cerebelum.core.workflow import Registry, Step, StepContext, Workflow
-from cerebelum.errors import UnknownWorkflow
+from cerebelum.core.state import Execution
+from cerebelum.core.workflow import (
+    Parallel,
+    Registry,
+    Sleep,
+    Step,
+    StepContext,
+    WaitForSignal,
+    Workflow,
+)
+from cerebelum.errors import InvalidCommand, UnknownWorkflow
+
+__all__ = ["ArmTimer", "Decision", "Effect", "RunStep", "apply", "decide", "fold"]
+
+# An execution whose history passes this many events fails: its snapshot and restore time grow
+# with it, and a loop that long is almost always a bug. (back_to loops have their own guard.)
+MAX_HISTORY = 10_000
+
+# Errors that no retry can cure: raised on purpose, or produced by the engine's own limits.
+NON_RETRYABLE = frozenset({"StepError", "LimitExceeded"})
 
 
 class RunStep:
-    """Effect: run `step` with `kwargs` and report a StepOutcome."""
+    """Effect: run `step` with `kwargs` (within `step.timeout`) and report a StepOutcome
+    carrying `token`, the version of the StepScheduled event this run answers."""
 
-    __slots__ = ("execution_id", "step", "attempt", "kwargs")
+    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs")
 
-    def __init__(self, execution_id: str, step: Step, attempt: int, kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, execution_id: str, step: Step, attempt: int, token: int, kwargs: dict[str, Any]
+    ) -> None:
         self.execution_id = execution_id
         self.step = step
         self.attempt = attempt
+        self.token = token
         self.kwargs = kwargs
 
     def __repr__(self) -> str:
         return f"RunStep({self.execution_id!r}, {self.step.name!r}, attempt={self.attempt})"
 
 
-Effect = RunStep
+class ArmTimer:
+    """Effect: deliver TimerDue(execution_id, timer_id) at `fire_at` (epoch ms)."""
+
+    __slots__ = ("execution_id", "timer_id", "fire_at")
+
+    def __init__(self, execution_id: str, timer_id: str, fire_at: int) -> None:
+        self.execution_id = execution_id
+        self.timer_id = timer_id
+        self.fire_at = fire_at
+
+    def __repr__(self) -> str:
+        return f"ArmTimer({self.execution_id!r}, {self.timer_id!r}, {self.fire_at})"
+
+
+Effect = RunStep | ArmTimer
 Decision = tuple[Execution | None, list[Event], list[Effect]]
 
 
-class WorkflowMismatch(Exception):
-    """The recorded history names a workflow version this worker does not have."""
+def decide(state: Execution | None, command: Input, now: int, registry: Registry) -> Decision:
+    """The events and effects that `command` causes for the execution in `state`.
 
-
-# --- apply ------------------------------------------------------------------------------------
-
-
-def apply(state: Execution | None, event: Event) -> Execution:
-    """Fold one event into the state (mutates and returns it; None starts a new execution)."""
-    kind = event["type"]
-    if state is None:
-        if kind != ev.EXECUTION_STARTED:
-            raise ValueError(f"history must begin with ExecutionStarted, not {kind}")
-        state = Execution(event["execution_id"])
-    if event["version"] != state.version + 1:
-        raise ValueError(
-            f"event version {event['version']} does not follow {state.version} "
-            f"for execution {state.id!r}"
-        )
-    state.version = event["version"]
-    state.updated_at = event["at"]
-    if kind == ev.STEP_SCHEDULED:
-        state.cursor = event["index"]
-        state.attempt = event["attempt"]
-    elif kind == ev.STEP_COMPLETED:
-        state.results[event["step"]] = event["result"]
-    elif kind == ev.STEP_FAILED:
-        pass  # the failure itself is history; what follows it is decided by the next event
-    elif kind == ev.EXECUTION_STARTED:
-        state.workflow = event["workflow"]
-        state.workflow_version = event["workflow_version"]
-        state.inputs = event["inputs"]
-        state.started_at = event["at"]
-    elif kind == ev.EXECUTION_COMPLETED:
-        state.status = COMPLETED
-        state.output = event["output"]
-    elif kind == ev.EXECUTION_FAILED:
-        state.status = FAILED
-        state.error = event["error"]
-    else:
-        raise ValueError(f"unknown event type {kind!r}")
-    return state
-
-
-def fold(events: list[Event]) -> Execution | None:
-    state: Execution | None = None
-    for e in events:
-        state = apply(state, e)
-    return state
-
-
-# --- decide -----------------------------------------------------------------------------------
-
-
-class _Recorder:
-    """Appends events to a list while folding them into the state."""
-
-    __slots__ = ("state", "events", "now")
-
-    def __init__(self, state: Execution | None, now: int) -> None:
-        self.state = state
-        self.events: list[Event] = []
-        self.now = now
-
-    def record(self, execution_id: str, type_: str, **fields: Any) -> None:
-        version = self.state.version + 1 if self.state is not None else 1
-        event = make_event(execution_id, version, type_, self.now, **fields)
-        self.state = apply(self.state, event)
-        self.events.append(event)
-
-
-def decide(
-    state: Execution | None,
-    command: StartExecution | StepOutcome,
-    now: int,
-    registry: Registry,
-) -> Decision:
-    """The events and effects that `command` causes for the execution in `state`."""
+    Raises InvalidCommand (the worker sends the command to the DLQ) for a start of an unknown
+    workflow, or a signal or cancel for an execution that does not exist.
+    """
     if isinstance(command, StartExecution):
-        return _decide_start(state, command, now, registry)
-    return _decide_outcome(state, command, now, registry)
-
-
-def _decide_start(
-    state: Execution | None, cmd: StartExecution, now: int, registry: Registry
-) -> Decision:
-    if state is not None:
-        return state, [], []  # idempotent start: the execution exists already
-    wf = registry.get(cmd.workflow)
-    if wf is None:
-        raise UnknownWorkflow(cmd.workflow, cmd.execution_id)
-    rec = _Recorder(None, now)
-    rec.record(
-        cmd.execution_id,
-        ev.EXECUTION_STARTED,
-        workflow=wf.name,
-        workflow_version=wf.version,
-        inputs=cmd.inputs,
-    )
-    effects: list[Effect] = []
-    _schedule(rec, wf, 0, 1, effects)
-    return rec.state, rec.events, effects
-
-
-def _decide_outcome(
-    state: Execution | None, out: StepOutcome, now: int, registry: Registry
-) -> Decision:
-    if state is None or state.terminal:
+        if state is not None:
+            return state, [], []  # idempotent start: the execution exists already
+        wf = registry.get(command.workflow)
+        if wf is None:
+            raise UnknownWorkflow(command.workflow, command.execution_id)
+        d = _Decider(None, wf, now)
+        d.record(
+            ev.EXECUTION_STARTED,
+            workflow=wf.name,
+            workflow_version=wf.version,
+            inputs=command.inputs,
+            execution_id=command.execution_id,
+        )
+        d.enter(0)
+        return d.finish()
+    if state is None:
+        if isinstance(command, (SendSignal, CancelExecution)):
+            raise InvalidCommand(f"no execution {command.execution_id!r}", command.execution_id)
+        return None, [], []
+    if state.terminal:
         return state, [], []
     wf = registry.get(state.workflow)
-    if wf is None or state.cursor < 0:
-        return state, [], []
-    current = wf.steps[state.cursor]
-    if current.name != out.step or state.attempt != out.attempt:
-        return state, [], []  # a stale report (an earlier attempt, a re-dispatch): ignore
-    rec = _Recorder(state, now)
-    effects: list[Effect] = []
-    if out.ok:
-        rec.record(state.id, ev.STEP_COMPLETED, step=out.step, attempt=out.attempt, result=out.value)
-        nxt = state.cursor + 1
-        if nxt < len(wf.steps):
-            _schedule(rec, wf, nxt, 1, effects)
-        else:
-            rec.record(state.id, ev.EXECUTION_COMPLETED, output=out.value)
-    else:
-        error = out.error or error_info("Error", "step failed")
-        rec.record(state.id, ev.STEP_FAILED, step=out.step, attempt=out.attempt, error=error)
-        rec.record(
-            state.id,
-            ev.EXECUTION_FAILED,
-            error=error_info(error.get("type", "Error"), error.get("message", ""), out.step),
+    d = _Decider(state, wf, now)
+    if wf is None or wf.version != state.workflow_version:
+        d.fail(
+            "WorkflowVersionMismatch",
+            f"execution recorded workflow {state.workflow!r} version {state.workflow_version!r}; "
+            + (
+                f"this worker has version {wf.version!r}"
+                if wf is not None
+                else "this worker does not know that workflow"
+            )
+            + ". Run a worker with the recorded definition to finish it.",
         )
-    return rec.state, rec.events, effects
+        return d.finish()
+    if isinstance(command, StepOutcome):
+        d.on_outcome(command)
+    elif isinstance(command, TimerDue):
+        d.on_timer(command.timer_id)
+    elif isinstance(command, SendSignal):
+        d.on_signal(command.signal, command.payload)
+    elif isinstance(command, CancelExecution):
+        d.record(ev.EXECUTION_CANCELLED, reason=command.reason)
+    elif isinstance(command, Recover):
+        d.on_recover()
+    return d.finish()
 
 
-def _schedule(rec: _Recorder, wf: Workflow, index: int, attempt: int, effects: list[Effect]) -> None:
-    step = wf.steps[index]
-    assert rec.state is not None
-    rec.record(rec.state.id, ev.STEP_SCHEDULED, step=step.name, index=index, attempt=attempt)
-    effects.append(run_step_effect(rec.state, wf, step, attempt))
+class _Decider:
+    """One decision: records events (folding each at once) and collects effects."""
+
+    __slots__ = ("state", "wf", "now", "events", "effects")
+
+    def __init__(self, state: Execution | None, wf: Workflow, now: int) -> None:
+        self.state = state
+        self.wf = wf
+        self.now = now
+        self.events: list[Event] = []
+        self.effects: list[Effect] = []
+
+    @property
+    def s(self) -> Execution:
+        assert self.state is not None
+        return self.state
+
+    def record(self, type_: str, execution_id: str | None = None, **fields: Any) -> None:
+        state = self.state
+        eid = execution_id if state is None else state.id
+        version = 1 if state is None else state.version + 1
+        event = make_event(eid, version, type_, self.now, **fields)  # type: ignore[arg-type]
+        self.state = apply(state, event)
+        self.events.append(event)
+
+    def finish(self) -> Decision:
+        s = self.state
+        if s is not None and not s.terminal and s.version >= MAX_HISTORY:
+            self.effects.clear()
+            self.fail("HistoryLimitExceeded", f"history passed {MAX_HISTORY} events")
+        return self.state, self.events, self.effects
+
+    # -- moving through the timeline -------------------------------------------------------
+
+    def enter(self, index: int) -> None:
+        nodes = self.wf.nodes
+        if index >= len(nodes):
+            self.record(ev.EXECUTION_COMPLETED, output=self._output())
+            return
+        node = nodes[index]
+        if isinstance(node, Step):
+            self.schedule(node, index, 1)
+        elif isinstance(node, Parallel):
+            for branch in node.branches:
+                self.schedule(branch, index, 1)
+        elif isinstance(node, Sleep):
+            timer_id = f"sleep:{node.name}:{self.s.version + 1}"
+            fire_at = node.fire_at(self.now)
+            self.record(
+                ev.TIMER_STARTED,
+                timer_id=timer_id,
+                fire_at=fire_at,
+                step=node.name,
+                node=index,
+                purpose="sleep",
+            )
+            self.effects.append(ArmTimer(self.s.id, timer_id, fire_at))
+        elif isinstance(node, WaitForSignal):
+            self._await_signal(node, index)
+
+    def advance(self) -> None:
+        self.enter(self.s.cursor + 1)
+
+    def _output(self) -> Any:
+        last = self.wf.nodes[-1]
+        results = self.s.results
+        if isinstance(last, Parallel):
+            return {b.name: results.get(b.name) for b in last.branches}
+        return results.get(last.name)
+
+    def schedule(self, step: Step, index: int, attempt: int) -> None:
+        self.record(ev.STEP_SCHEDULED, step=step.name, node=index, attempt=attempt)
+        self.effects.append(run_step_effect(self.s, self.wf, step))
+
+    def jump(self, action: r.Action, from_step: str) -> None:
+        s = self.s
+        iteration = s.iteration + 1 if action.kind == r.BACK_TO else s.iteration
+        if iteration > self.wf.max_iterations:
+            self.fail(
+                "IterationLimitExceeded",
+                f"back_to({action.target}) from {from_step!r} would run iteration {iteration}, "
+                f"over the workflow's max_iterations={self.wf.max_iterations}",
+                from_step,
+            )
+            return
+        target = self.wf.index[action.target]  # type: ignore[index]
+        self.record(
+            ev.JUMP_TAKEN,
+            from_step=from_step,
+            to_step=action.target,
+            node=target,
+            kind=action.kind,
+            iteration=iteration,
+        )
+        self.enter(target)
+
+    def fail(self, type_: str, message: str, step: str | None = None) -> None:
+        self.record(ev.EXECUTION_FAILED, error=error_info(type_, message, step))
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def on_outcome(self, out: StepOutcome) -> None:
+        s = self.s
+        if s.running.get(out.step) != out.token:
+            return  # a stale report (an earlier attempt, a re-dispatch, a node left): ignore
+        attempt = s.attempts[out.step]
+        if out.ok:
+            self.record(ev.STEP_COMPLETED, step=out.step, attempt=attempt, result=out.value)
+            self.after_completed(out.step, attempt)
+        else:
+            error = out.error or error_info("Error", "step failed")
+            self.record(ev.STEP_FAILED, step=out.step, attempt=attempt, error=error)
+            self.after_failed(out.step, attempt, error)
+
+    def after_completed(self, name: str, attempt: int) -> None:
+        result = self.s.results.get(name)
+        for rule in self.wf.diverge_rules.get(name, ()):
+            if rule.when is not None and self._holds(rule, result, name):
+                self.record(
+                    ev.DIVERGE_TAKEN,
+                    step=name,
+                    rule=rule.describe(),
+                    action=rule.then.kind,
+                    target=rule.then.target,
+                )
+                self.take(rule.then, name, attempt, None)
+                return
+            if self.s.terminal:
+                return  # a predicate raised
+        for rule in self.wf.branch_rules.get(name, ()):
+            if self._holds(rule, result, name):
+                self.record(
+                    ev.BRANCH_TAKEN,
+                    step=name,
+                    rule=rule.describe(),
+                    action=rule.then.kind,
+                    target=rule.then.target,
+                )
+                self.take(rule.then, name, attempt, None)
+                return
+            if self.s.terminal:
+                return
+        if not self.s.attempts:  # every branch of the node is done
+            self.advance()
+
+    def _holds(self, rule: r.Rule, result: Any, name: str) -> bool:
+        assert rule.when is not None
+        try:
+            return bool(rule.when(result))
+        except Exception as exc:  # a broken predicate fails the run with a clear error
+            self.fail("RuleError", f"{rule.describe()} raised {type(exc).__name__}: {exc}", name)
+            return False
+
+    def after_failed(self, name: str, attempt: int, error: dict[str, Any]) -> None:
+        types = error.get("types") or [error.get("type", "Error")]
+        for rule in self.wf.diverge_rules.get(name, ()):
+            if rule.matches_error(types):
+                self.record(
+                    ev.DIVERGE_TAKEN,
+                    step=name,
+                    rule=rule.describe(),
+                    action=rule.then.kind,
+                    target=rule.then.target,
+                )
+                self.take(rule.then, name, attempt, error)
+                return
+        policy = self.wf.steps[name].retry if name in self.wf.steps else None
+        if policy is not None and self._retryable(policy, attempt + 1, types):
+            self.schedule_retry(name, attempt + 1, policy)
+        else:
+            self.fail(error.get("type", "Error"), error.get("message", ""), name)
+
+    def take(self, action: r.Action, name: str, attempt: int, error: dict[str, Any] | None) -> None:
+        kind = action.kind
+        if kind == r.RETRY:
+            step = self.wf.steps.get(name)
+            policy = (step.retry if step else None) or r.DEFAULT_RETRY
+            types = (error or {}).get("types") or []
+            if step is not None and self._retryable(policy, attempt + 1, types):
+                self.schedule_retry(name, attempt + 1, policy)
+            else:
+                message = (error or {}).get("message", "") or "retry requested"
+                self.fail("RetriesExhausted", f"{name!r} failed {attempt} times: {message}", name)
+        elif kind in (r.BACK_TO, r.SKIP_TO):
+            self.jump(action, name)
+        elif kind == r.FAIL:
+            err_type = (error or {}).get("type", "Diverged")
+            self.fail(err_type, action.reason or (error or {}).get("message", "failed by rule"), name)
+        elif kind == r.CONTINUE:  # DivergeTaken(continue) already marked the step done
+            if not self.s.attempts:
+                self.advance()
+
+    def _retryable(self, policy: r.RetryPolicy, next_attempt: int, types: list[str]) -> bool:
+        return policy.allows(next_attempt, types) and not NON_RETRYABLE.intersection(types)
+
+    def schedule_retry(self, name: str, attempt: int, policy: r.RetryPolicy) -> None:
+        s = self.s
+        delay = policy.delay_ms(attempt - 1, f"{s.id}:{name}:{s.iteration}")
+        timer_id = f"retry:{name}:{s.version + 1}"
+        fire_at = self.now + delay
+        self.record(
+            ev.STEP_RETRY_SCHEDULED,
+            step=name,
+            attempt=attempt,
+            timer_id=timer_id,
+            fire_at=fire_at,
+            delay_ms=delay,
+        )
+        self.effects.append(ArmTimer(s.id, timer_id, fire_at))
+
+    def on_timer(self, timer_id: str) -> None:
+        s = self.s
+        timer = s.timers.get(timer_id)
+        if timer is None:
+            return  # fired after its node was left, or twice
+        self.record(ev.TIMER_FIRED, timer_id=timer_id)
+        purpose, name = timer["purpose"], timer["step"]
+        if purpose == "retry":
+            self.schedule(self.wf.steps[name], s.cursor, s.attempts[name])
+        elif purpose == "sleep":
+            self.advance()
+        elif purpose == "signal_timeout":
+            node = self.wf.nodes[s.cursor]
+            assert isinstance(node, WaitForSignal)
+            action = node.on_timeout
+            if action.kind == r.CONTINUE:
+                self.record(ev.STEP_COMPLETED, step=node.name, attempt=1, result=None, signal=node.signal)
+                self.after_completed(node.name, 1)
+            elif action.kind == r.FAIL:
+                self.fail(
+                    "SignalTimeout",
+                    action.reason or f"signal {node.signal!r} not received within {node.timeout}s",
+                    node.name,
+                )
+            else:
+                self.jump(action, node.name)
+
+    def _await_signal(self, node: WaitForSignal, index: int) -> None:
+        s = self.s
+        timeout_at = None if node.timeout is None else self.now + int(node.timeout * 1000)
+        self.record(
+            ev.APPROVAL_REQUESTED if node.approval else ev.SIGNAL_AWAITED,
+            signal=node.signal,
+            step=node.name,
+            node=index,
+            timeout_at=timeout_at,
+        )
+        queued = s.signals.get(node.signal)
+        if queued:  # it arrived before the execution waited for it: kept, consumed now
+            self.record(ev.STEP_COMPLETED, step=node.name, attempt=1, result=queued[0], signal=node.signal)
+            self.after_completed(node.name, 1)
+        elif timeout_at is not None:
+            timer_id = f"signal:{node.name}:{s.version + 1}"
+            self.record(
+                ev.TIMER_STARTED,
+                timer_id=timer_id,
+                fire_at=timeout_at,
+                step=node.name,
+                node=index,
+                purpose="signal_timeout",
+            )
+            self.effects.append(ArmTimer(s.id, timer_id, timeout_at))
+
+    def on_signal(self, signal: str, payload: Any) -> None:
+        self.record(ev.SIGNAL_RECEIVED, signal=signal, payload=payload)
+        s = self.s
+        if s.waiting == signal:
+            node = self.wf.nodes[s.cursor]
+            self.record(ev.STEP_COMPLETED, step=node.name, attempt=1, result=payload, signal=signal)
+            self.after_completed(node.name, 1)
+
+    def on_recover(self) -> None:
+        """Re-issue the steps scheduled but not recorded (at least once) and the timers."""
+        s = self.s
+        for name in s.running:
+            self.effects.append(run_step_effect(s, self.wf, self.wf.steps[name]))
+        for timer_id, timer in s.timers.items():
+            self.effects.append(ArmTimer(s.id, timer_id, timer["fire_at"]))
 
 
-def run_step_effect(state: Execution, wf: Workflow, step: Step, attempt: int) -> RunStep:
+def run_step_effect(state: Execution, wf: Workflow, step: Step) -> RunStep:
+    """Run `step` as dispatched now: its attempt and token come from the state."""
+    attempt = state.attempts[step.name]
     kwargs: dict[str, Any] = {}
     for p in step.params:
         if p == "inputs":
             kwargs[p] = state.inputs
         elif p == "ctx":
-            kwargs[p] = StepContext(state.id, wf.name, wf.version, step.name, attempt)
+            kwargs[p] = StepContext(state.id, wf.name, wf.version, step.name, attempt, state.iteration)
         else:
             kwargs[p] = state.results.get(p)
-    return RunStep(state.id, step, attempt, kwargs)
-
-
-def resume(state: Execution, registry: Registry) -> list[Effect]:
-    """Effects to re-issue after a restore: the step scheduled but not yet recorded (at least once)."""
-    if state.terminal or state.cursor < 0:
-        return []
-    wf = registry.get(state.workflow)
-    if wf is None:
-        return []
-    return [run_step_effect(state, wf, wf.steps[state.cursor], state.attempt)]
+    return RunStep(state.id, step, attempt, state.running[step.name], kwargs)

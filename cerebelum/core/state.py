@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 RUNNING = "running"
+SLEEPING = "sleeping"
+WAITING = "waiting"
 COMPLETED = "completed"
 FAILED = "failed"
-TERMINAL = frozenset({COMPLETED, FAILED})
+CANCELLED = "cancelled"
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
 class Execution:
@@ -21,7 +24,12 @@ class Execution:
         "inputs",
         "results",
         "cursor",
-        "attempt",
+        "attempts",
+        "running",
+        "timers",
+        "waiting",
+        "signals",
+        "iteration",
         "version",
         "output",
         "error",
@@ -36,9 +44,21 @@ class Execution:
         self.status = RUNNING
         self.inputs: Any = None
         self.results: dict[str, Any] = {}
-        # Index into the workflow's steps of the step scheduled now (-1: none yet).
+        # Index of the current node in the workflow's timeline (-1: none entered yet).
         self.cursor = -1
-        self.attempt = 0
+        # The current node's steps not yet completed -> their current attempt number.
+        self.attempts: dict[str, int] = {}
+        # Of those, the ones dispatched and not yet reported -> the version of their
+        # StepScheduled event (the token a report must carry; the rest wait for a retry timer).
+        self.running: dict[str, int] = {}
+        # Pending durable timers: timer_id -> {"fire_at", "purpose", "step"}.
+        self.timers: dict[str, dict[str, Any]] = {}
+        # The signal the current node waits for, if any.
+        self.waiting: str | None = None
+        # Signals received and not yet consumed by a wait: name -> payloads, oldest first.
+        self.signals: dict[str, list[Any]] = {}
+        # back_to jumps taken so far (the loop guard counts these).
+        self.iteration = 0
         self.version = 0
         self.output: Any = None
         self.error: dict[str, Any] | None = None
@@ -53,6 +73,13 @@ class Execution:
         """The snapshot written to cerebelum.state (the restore source)."""
         return {name: getattr(self, name) for name in self.__slots__}
 
+    def snapshot(self) -> dict[str, Any]:
+        """What cerebelum.state keeps: all of a live execution; of a finished one only what
+        recognises a repeated start (its inputs and results live on in the events)."""
+        if self.status in TERMINAL:
+            return {name: getattr(self, name) for name in _TERMINAL_FIELDS}
+        return self.to_record()
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Execution:
         ex = cls(record["id"])
@@ -66,3 +93,6 @@ class Execution:
 
     def __repr__(self) -> str:
         return f"Execution({self.id!r}, {self.workflow!r}, {self.status}, v{self.version})"
+
+
+_TERMINAL_FIELDS = ("id", "workflow", "workflow_version", "status", "version", "started_at", "updated_at")

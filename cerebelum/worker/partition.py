@@ -8,7 +8,11 @@ worker's step runner. Each turn of the loop (group commit):
 2. decide each against the partition's in-memory executions;
 3. in one Kafka transaction: append the events to cerebelum.events[p], the changed snapshots
    to cerebelum.state[p], bad commands to cerebelum.dlq, and the input offsets;
-4. after the commit, and only then, carry out the effects (run steps).
+4. after the commit, and only then, carry out the effects (run steps, arm timers).
+
+Durable timers live in the state (so they survive restarts); the owner keeps the pending ones
+in a heap and feeds TimerDue inputs into its own loop when they come due. A sleeping
+execution costs a heap entry and its state, no task and no CPU.
 
 If the broker fences the transaction, another worker owns p now: the owner stops without
 writing anything more. Any other failure aborts and asks the worker to restore p afresh.
@@ -17,6 +21,7 @@ writing anything more. Any other failure aborts and asks the worker to restore p
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import deque
@@ -39,8 +44,8 @@ from cerebelum.constants import (
     TOPIC_STATE,
     WORKER_GROUP,
 )
-from cerebelum.core.commands import StepOutcome, parse_command
-from cerebelum.core.machine import Effect, decide, resume
+from cerebelum.core.commands import Recover, StepOutcome, TimerDue, parse_command
+from cerebelum.core.machine import ArmTimer, Effect, RunStep, decide
 from cerebelum.core.state import Execution
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import InvalidCommand
@@ -52,7 +57,7 @@ log = logging.getLogger(__name__)
 # partition holds the event loop between awaits.
 MAX_BATCH = 5_000
 
-Input = ConsumerRecord | StepOutcome
+Input = ConsumerRecord | StepOutcome | TimerDue | Recover
 
 
 class PartitionOwner:
@@ -76,21 +81,27 @@ class PartitionOwner:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._timers: list[tuple[int, str, str]] = []  # heap of (fire_at, execution_id, timer_id)
+        self._timers_changed = asyncio.Event()
         self.transactions = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        for ex in self.executions.values():
-            self._carry_out(resume(ex, self.registry))
-        self._task = asyncio.get_running_loop().create_task(
-            self._loop(), name=f"partition-{self.partition}"
-        )
+        """Recover every live execution (re-run unrecorded steps, re-arm timers), then loop."""
+        self._inbox.extend(Recover(ex.id) for ex in self.executions.values() if not ex.terminal)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._loop(), name=f"partition-{self.partition}")
+        self._timer_task = loop.create_task(self._fire_timers(), name=f"timers-{self.partition}")
+        self._wakeup.set()
 
     async def stop(self) -> None:
         """Finish the transaction in flight, write nothing more, close the producer."""
         self._stopping = True
         self._wakeup.set()
+        if self._timer_task is not None:
+            self._timer_task.cancel()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.producer.stop()
@@ -114,6 +125,32 @@ class PartitionOwner:
     @property
     def live_executions(self) -> int:
         return sum(1 for ex in self.executions.values() if not ex.terminal)
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, timer: ArmTimer) -> None:
+        heapq.heappush(self._timers, (timer.fire_at, timer.execution_id, timer.timer_id))
+        if self._timers[0][2] == timer.timer_id:
+            self._timers_changed.set()  # a new earliest timer: the sleeper must wake sooner
+
+    async def _fire_timers(self) -> None:
+        while True:
+            self._timers_changed.clear()
+            if not self._timers:
+                await self._timers_changed.wait()
+                continue
+            delay = self._timers[0][0] / 1000 - time.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._timers_changed.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            now_ms = int(time.time() * 1000)
+            while self._timers and self._timers[0][0] <= now_ms:
+                _, execution_id, timer_id = heapq.heappop(self._timers)
+                self._inbox.append(TimerDue(execution_id, timer_id))
+            self._wakeup.set()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -173,10 +210,12 @@ class PartitionOwner:
                 self.executions[state.id] = state
                 changed[state.id] = state
                 events.extend(new_events)
-                effects.extend(new_effects)
-        if not events and not rejected and last_offset < 0:
-            return
-        await self._commit(events, changed, rejected, last_offset)
+            effects.extend(new_effects)  # a Recover has effects and no events
+        if events or rejected or last_offset >= 0:
+            await self._commit(events, changed, rejected, last_offset)
+            for ex in changed.values():
+                if ex.terminal:  # keep only what recognises a repeated start
+                    self.executions[ex.id] = Execution.from_record(ex.snapshot())
         self._carry_out(effects)
 
     async def _commit(
@@ -192,7 +231,7 @@ class PartitionOwner:
         for e in events:
             await send(TOPIC_EVENTS, orjson.dumps(e), e["execution_id"].encode(), partition=p)
         for ex in changed.values():
-            await send(TOPIC_STATE, orjson.dumps(ex.to_record()), ex.id.encode(), partition=p)
+            await send(TOPIC_STATE, orjson.dumps(ex.snapshot()), ex.id.encode(), partition=p)
         for record, reason in rejected:
             log.warning(
                 "partition %d offset %d: command sent to %s: %s",
@@ -222,7 +261,10 @@ class PartitionOwner:
 
     def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:
-            self.runner.submit(effect, self.report)
+            if isinstance(effect, RunStep):
+                self.runner.submit(effect, self.report)
+            else:
+                self._arm(effect)
 
     async def _abort_quietly(self) -> None:
         try:

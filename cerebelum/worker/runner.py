@@ -1,7 +1,7 @@
 """Runs steps: async steps as tasks, plain ones in a thread pool, with bounded concurrency.
 
 Every run ends in exactly one StepOutcome handed to `report`, whatever the step does: a
-result, an exception, or a result that cannot be encoded as JSON.
+result, an exception, a timeout, or a result that cannot be encoded or is too large.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from typing import Any
 import orjson
 
 from cerebelum.core.commands import StepOutcome
-from cerebelum.core.events import error_info
+from cerebelum.core.events import error_info, exception_info
 from cerebelum.core.machine import RunStep
+from cerebelum.errors import LimitExceeded
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[StepOutcome], None]
+
+# A step result larger than this fails the step (not retried): results travel in every state
+# snapshot of the execution, and Kafka's default record limit is 1 MiB.
+MAX_RESULT_BYTES = 256 * 1024
 
 
 class StepRunner:
@@ -58,26 +63,32 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
     step = effect.step
     try:
         if step.is_async:
-            value = await step.fn(**effect.kwargs)
+            call = step.fn(**effect.kwargs)
         else:
-            loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(pool, lambda: step.fn(**effect.kwargs))
-        _check_encodable(value)
+            call = asyncio.get_running_loop().run_in_executor(pool, lambda: step.fn(**effect.kwargs))
+        value = await asyncio.wait_for(call, step.timeout) if step.timeout else await call
+        _check_result(value)
     except asyncio.CancelledError:
         raise
+    except TimeoutError:
+        # A plain step's thread cannot be stopped: it runs on, and its result is dropped.
+        error = error_info(
+            "StepTimeout",
+            f"step {step.name!r} did not finish within {step.timeout}s",
+            types=["StepTimeout", "TimeoutError"],
+        )
+        return StepOutcome(effect.execution_id, step.name, effect.token, ok=False, error=error)
     except Exception as exc:  # a step's own failure is data, recorded as StepFailed
         return StepOutcome(
-            effect.execution_id,
-            step.name,
-            effect.attempt,
-            ok=False,
-            error=error_info(type(exc).__name__, str(exc)),
+            effect.execution_id, step.name, effect.token, ok=False, error=exception_info(exc)
         )
-    return StepOutcome(effect.execution_id, step.name, effect.attempt, ok=True, value=value)
+    return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=value)
 
 
-def _check_encodable(value: Any) -> None:
+def _check_result(value: Any) -> None:
     try:
-        orjson.dumps(value)
+        size = len(orjson.dumps(value))
     except TypeError as exc:
         raise TypeError(f"step result is not JSON-serialisable: {exc}") from None
+    if size > MAX_RESULT_BYTES:
+        raise LimitExceeded("step result", size, MAX_RESULT_BYTES)

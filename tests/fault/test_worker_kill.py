@@ -6,52 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_EVENTS
+from tests.helpers import assert_gapless, assert_results_recorded_once, end_offsets, events_since
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 N = 300
-
-
-async def events_since(
-    settings: Settings, since: dict[TopicPartition, int], ids: set[str]
-) -> dict[str, list[dict]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed"
-    )
-    await consumer.start()
-    out: dict[str, list[dict]] = {eid: [] for eid in ids}
-    try:
-        consumer.assign(list(since))
-        for tp, offset in since.items():
-            consumer.seek(tp, offset)
-        ends = await consumer.end_offsets(list(since))
-        while [tp for tp in since if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    key = r.key.decode()
-                    if key in out:
-                        out[key].append(orjson.loads(r.value))
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(
-            [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
-        )
-    finally:
-        await consumer.stop()
 
 
 async def test_kill_one_of_two_workers(
@@ -78,7 +41,8 @@ async def test_kill_one_of_two_workers(
     history = await events_since(settings, since, set(ids))
     for eid in ids:
         events = history[eid]
-        assert [e["version"] for e in events] == list(range(1, len(events) + 1)), eid
+        assert_gapless(events)
+        assert_results_recorded_once(events)
         completed = Counter(e["step"] for e in events if e["type"] == "StepCompleted")
         assert completed == {"slow_a": 1, "slow_b": 1, "slow_c": 1}, eid
         assert sum(e["type"] == "ExecutionCompleted" for e in events) == 1

@@ -6,11 +6,22 @@ def test_public_api_is_curated() -> None:
         "CerebelumError",
         "Client",
         "ExecutionResult",
+        "RetryPolicy",
         "Settings",
         "StepContext",
         "StepError",
         "Workflow",
+        "approval",
+        "back_to",
+        "branch",
+        "continue_",
+        "diverge",
+        "fail",
+        "retry",
+        "skip_to",
+        "sleep",
         "step",
+        "wait_for_signal",
     ]
     for name in cerebelum.__all__:
         assert getattr(cerebelum, name) is not None

@@ -1,145 +1,374 @@
-"""The state machine: examples, and properties over random workflows and interleavings."""
+"""The state machine: examples of each feature, and properties over random workflows and
+random interleavings of inputs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cerebelum.core.commands import StartExecution, StepOutcome
-from cerebelum.core.machine import decide, fold, resume
-from cerebelum.core.state import COMPLETED, FAILED
-from cerebelum.core.workflow import Registry, Step, Workflow
-from cerebelum.errors import UnknownWorkflow, WorkflowDefinitionError
+from cerebelum.core import rules as r
+from cerebelum.core.apply import fold
+from cerebelum.core.commands import (
+    CancelExecution,
+    Recover,
+    SendSignal,
+    StartExecution,
+    StepOutcome,
+    TimerDue,
+)
+from cerebelum.core.events import TERMINAL_EVENTS
+from cerebelum.core.machine import MAX_HISTORY, ArmTimer, RunStep, decide
+from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, SLEEPING, WAITING
+from cerebelum.core.workflow import Registry, Step, Workflow, approval, sleep, wait_for_signal
+from cerebelum.errors import InvalidCommand, UnknownWorkflow, WorkflowDefinitionError
+from tests.sim import simulate
 
 
-def make_workflow(n: int, name: str = "wf") -> Workflow:
-    steps = []
-    for i in range(n):
-        prev = [f"s{i - 1}"] if i else ["inputs"]
-        fn = eval(f"lambda {', '.join(prev)}: None")  # a step taking the previous step's result
-        steps.append(Step(fn, name=f"s{i}"))
-    return Workflow(name, steps)
+def mk(name: str, retry: r.RetryPolicy | None = None, fn: Any = None) -> Step:
+    return Step(fn or (lambda inputs: None), name=name, retry=retry)
 
 
-def test_a_run_to_completion_passes_results_by_name() -> None:
-    reg = Registry([make_workflow(3)])
-    state, events, effects = decide(None, StartExecution("e", "wf", {"x": 1}), 10, reg)
-    assert [e["type"] for e in events] == ["ExecutionStarted", "StepScheduled"]
-    assert effects[0].kwargs == {"inputs": {"x": 1}}
-    for i in range(3):
-        (effect,) = effects
-        state, events, effects = decide(state, StepOutcome("e", f"s{i}", 1, True, i * 10), 11, reg)
-        if i < 2:
-            assert effects[0].kwargs == {f"s{i}": i * 10}
-    assert state is not None and state.status == COMPLETED and state.output == 20
-    assert [e["type"] for e in events] == ["StepCompleted", "ExecutionCompleted"]
+def ok(eff: RunStep, value: Any = None) -> StepOutcome:
+    return StepOutcome(eff.execution_id, eff.step.name, eff.token, True, value)
 
 
-def test_a_failing_step_fails_the_execution_with_its_error() -> None:
-    reg = Registry([make_workflow(2)])
-    state, _, _ = decide(None, StartExecution("e", "wf", {}), 1, reg)
-    error = {"type": "ValueError", "message": "bad"}
-    state, events, effects = decide(state, StepOutcome("e", "s0", 1, False, error=error), 2, reg)
-    assert state is not None and state.status == FAILED
-    assert state.error == {"type": "ValueError", "message": "bad", "step": "s0"}
-    assert effects == [] and [e["type"] for e in events] == ["StepFailed", "ExecutionFailed"]
+def err(eff: RunStep, type_: str = "IOError") -> StepOutcome:
+    error = {"type": type_, "types": [type_, "Exception"], "message": "boom"}
+    return StepOutcome(eff.execution_id, eff.step.name, eff.token, False, error=error)
+
+
+def start(wf: Workflow, inputs: Any = None) -> tuple[Any, list, list, Registry]:
+    reg = Registry([wf])
+    state, events, effects = decide(None, StartExecution("e", wf.name, inputs or {}), 0, reg)
+    return state, events, effects, reg
+
+
+def test_steps_receive_inputs_and_earlier_results_by_name() -> None:
+    a = Step(lambda inputs: inputs["x"] + 1, name="a")
+    b = Step(lambda a, inputs: a * inputs["x"], name="b")
+    state, log = simulate(Registry([Workflow("wf", a >> b)]), "wf", {"x": 3})
+    assert state.status == COMPLETED and state.output == 12
+    assert [e["type"] for e in log] == [
+        "ExecutionStarted",
+        "StepScheduled",
+        "StepCompleted",
+        "StepScheduled",
+        "StepCompleted",
+        "ExecutionCompleted",
+    ]
+
+
+def test_parallel_fans_out_and_in() -> None:
+    a, b, c = mk("a"), mk("b"), Step(lambda a, b: [a, b], name="c")
+    state, events, effects, reg = start(Workflow("wf", a >> [b, mk("x")] >> c))
+    state, _, fan = decide(state, ok(effects[0], 1), 1, reg)
+    assert sorted(e.step.name for e in fan) == ["b", "x"]
+    state, events, more = decide(state, ok(fan[1], "X"), 2, reg)
+    assert more == []  # c waits for both branches
+    state, events, more = decide(state, ok(fan[0], "B"), 3, reg)
+    assert [e.step.name for e in more] == ["c"] and more[0].kwargs == {"a": 1, "b": "B"}
+
+
+def test_retry_waits_on_a_durable_timer_with_backoff() -> None:
+    policy = r.RetryPolicy(max_attempts=3, initial_interval=2, backoff=3, jitter=0)
+    state, _, effects, reg = start(Workflow("wf", [mk("a", policy)]))
+    state, events, timers = decide(state, err(effects[0]), 10, reg)
+    assert [e["type"] for e in events] == ["StepFailed", "StepRetryScheduled"]
+    assert isinstance(timers[0], ArmTimer) and timers[0].fire_at == 10 + 2000
+    state, events, again = decide(state, TimerDue("e", timers[0].timer_id), 2010, reg)
+    assert again[0].attempt == 2
+    state, events, timers = decide(state, err(again[0]), 2020, reg)
+    assert timers[0].fire_at == 2020 + 6000  # 2 s * 3
+    state, _, again = decide(state, TimerDue("e", timers[0].timer_id), 8020, reg)
+    state, events, _ = decide(state, err(again[0]), 8030, reg)
+    assert state.status == FAILED and events[-1]["type"] == "ExecutionFailed"
+
+
+def test_non_retryable_errors_and_step_error_fail_at_once() -> None:
+    policy = r.RetryPolicy(max_attempts=5, non_retryable=[ValueError])
+    for type_ in ("ValueError", "StepError"):
+        state, _, effects, reg = start(Workflow("wf", [mk("a", policy)]))
+        state, _, _ = decide(state, err(effects[0], type_), 1, reg)
+        assert state.status == FAILED and state.error["type"] == type_
+
+
+def test_diverge_actions() -> None:
+    a, b, c = mk("a"), mk("b"), mk("c")
+    wf = Workflow(
+        "wf",
+        a >> b >> c,
+        rules=[
+            r.diverge(b, on="Skip", then=r.skip_to(c)),
+            r.diverge(b, on="Again", then=r.back_to(a)),
+            r.diverge(b, on="Ignore", then=r.continue_()),
+            r.diverge(b, on="Stop", then=r.fail("stopped")),
+            r.diverge(b, on="Flaky", then=r.retry()),
+        ],
+        max_iterations=1,
+    )
+    reg = Registry([wf])
+
+    def at_b() -> tuple[Any, RunStep]:
+        state, _, effects = decide(None, StartExecution("e", "wf", {}), 0, reg)
+        state, _, effects = decide(state, ok(effects[0]), 1, reg)
+        return state, effects[0]
+
+    state, eff = at_b()
+    state, events, effects = decide(state, err(eff, "Skip"), 2, reg)
+    assert [e["type"] for e in events][-3:] == ["DivergeTaken", "JumpTaken", "StepScheduled"]
+    assert effects[0].step.name == "c"
+    state, eff = at_b()
+    state, events, effects = decide(state, err(eff, "Again"), 2, reg)
+    assert effects[0].step.name == "a" and state.iteration == 1
+    state, _, effects = decide(state, ok(effects[0]), 3, reg)
+    state, events, _ = decide(state, err(effects[0], "Again"), 4, reg)
+    assert state.status == FAILED and state.error["type"] == "IterationLimitExceeded"
+    state, eff = at_b()
+    state, _, effects = decide(state, err(eff, "Ignore"), 2, reg)
+    assert effects[0].step.name == "c"
+    state, eff = at_b()
+    state, _, _ = decide(state, err(eff, "Stop"), 2, reg)
+    assert state.status == FAILED and state.error["message"] == "stopped"
+    state, eff = at_b()
+    state, _, timers = decide(state, err(eff, "Flaky"), 2, reg)
+    assert isinstance(timers[0], ArmTimer)  # retry() uses the default policy
+
+
+def test_branch_on_result() -> None:
+    a, b, c = mk("a"), mk("b"), mk("c")
+    wf = Workflow("wf", a >> b >> c, rules=[r.branch(a, when=lambda v: v > 5, then=r.skip_to(c))])
+    state, _, effects, reg = start(wf)
+    state, events, effects = decide(state, ok(effects[0], 9), 1, reg)
+    assert "BranchTaken" in [e["type"] for e in events] and effects[0].step.name == "c"
+    state, _, effects, reg = start(wf)
+    state, _, effects = decide(state, ok(effects[0], 1), 1, reg)
+    assert effects[0].step.name == "b"
+
+
+def test_a_broken_predicate_fails_the_execution_clearly() -> None:
+    a = mk("a")
+    wf = Workflow("wf", [a, mk("b")], rules=[r.branch(a, when=lambda v: v["x"], then=r.skip_to("b"))])
+    state, _, effects, reg = start(wf)
+    state, _, _ = decide(state, ok(effects[0], None), 1, reg)
+    assert state.status == FAILED and state.error["type"] == "RuleError"
+
+
+def test_durable_sleep_is_a_timer() -> None:
+    state, _, effects, reg = start(Workflow("wf", mk("a") >> sleep(60) >> mk("b")))
+    state, events, timers = decide(state, ok(effects[0]), 1000, reg)
+    assert state.status == SLEEPING and timers[0].fire_at == 61_000
+    assert decide(state, TimerDue("e", "nope"), 2000, reg)[1] == []  # unknown timers: ignored
+    state, _, effects = decide(state, TimerDue("e", timers[0].timer_id), 61_000, reg)
+    assert effects[0].step.name == "b"
+
+
+def test_signals_wait_buffer_and_time_out() -> None:
+    wf = Workflow("wf", mk("a") >> wait_for_signal("go", timeout=5) >> mk("b"))
+    state, _, effects, reg = start(wf)
+    # A signal that arrives early is kept and consumed when the wait is reached.
+    state, events, _ = decide(state, SendSignal("e", "go", {"n": 1}), 1, reg)
+    assert events[0]["type"] == "SignalReceived" and state.signals == {"go": [{"n": 1}]}
+    state, events, effects = decide(state, ok(effects[0]), 2, reg)
+    assert effects[0].step.name == "b" and state.results["go"] == {"n": 1} and state.signals == {}
+    # Waiting, then timing out fails by default.
+    state, _, effects, reg = start(wf)
+    state, _, timers = decide(state, ok(effects[0]), 2, reg)
+    assert state.status == WAITING and state.waiting == "go"
+    state, _, _ = decide(state, TimerDue("e", timers[0].timer_id), 5002, reg)
+    assert state.status == FAILED and state.error["type"] == "SignalTimeout"
+
+
+def test_approval_timeout_can_continue() -> None:
+    wf = Workflow("wf", approval("ok", timeout=1, on_timeout=r.continue_()) >> mk("b"))
+    state, events, timers, reg = start(wf)
+    assert events[1]["type"] == "ApprovalRequested"
+    state, _, effects = decide(state, TimerDue("e", timers[0].timer_id), 1000, reg)
+    assert effects[0].step.name == "b" and state.results["ok"] is None
+
+
+def test_cancel_records_why_and_drops_timers() -> None:
+    state, _, effects, reg = start(Workflow("wf", sleep(60) >> mk("b")))
+    timer = effects[0]
+    state, events, _ = decide(state, CancelExecution("e", "customer asked"), 1, reg)
+    assert state.status == CANCELLED and events[0]["reason"] == "customer asked"
+    assert state.timers == {} and decide(state, TimerDue("e", timer.timer_id), 2, reg)[1] == []
+
+
+def test_signal_or_cancel_for_a_missing_execution_is_refused() -> None:
+    reg = Registry([Workflow("wf", [mk("a")])])
+    for command in (SendSignal("x", "s", 1), CancelExecution("x", "r")):
+        with pytest.raises(InvalidCommand, match="no execution"):
+            decide(None, command, 0, reg)
 
 
 def test_start_is_idempotent_and_unknown_workflows_are_refused() -> None:
-    reg = Registry([make_workflow(1)])
-    state, _, _ = decide(None, StartExecution("e", "wf", {}), 1, reg)
+    state, _, _, reg = start(Workflow("wf", [mk("a")]))
     again, events, effects = decide(state, StartExecution("e", "wf", {"other": 1}), 2, reg)
     assert again is state and events == [] and effects == []
     with pytest.raises(UnknownWorkflow):
         decide(None, StartExecution("e2", "nope", {}), 1, reg)
 
 
+def test_a_changed_definition_fails_the_execution_instead_of_guessing() -> None:
+    state, _, _, _ = start(Workflow("wf", [mk("a")]))
+    changed = Registry([Workflow("wf", [mk("a"), mk("b")])])
+    state, events, effects = decide(state, Recover("e"), 1, changed)
+    assert state.status == FAILED and state.error["type"] == "WorkflowVersionMismatch"
+    assert effects == []
+
+
+def test_history_limit() -> None:
+    a = mk("a")
+    wf = Workflow("wf", [a], rules=[r.branch(a, when=lambda v: True, then=r.back_to(a))],
+                  max_iterations=10**9)
+    state, _, effects, reg = start(wf)
+    n = 0
+    while not state.terminal:
+        state, _, effects = decide(state, ok(effects[0]), n, reg)
+        n += 1
+    # The limit is checked after each decision, which records a handful of events at most.
+    assert state.error["type"] == "HistoryLimitExceeded" and state.version <= MAX_HISTORY + 5
+
+
 def test_stale_and_duplicate_outcomes_change_nothing() -> None:
-    reg = Registry([make_workflow(2)])
-    state, _, _ = decide(None, StartExecution("e", "wf", {}), 1, reg)
-    state, _, _ = decide(state, StepOutcome("e", "s0", 1, True, 1), 2, reg)
-    for stale in (StepOutcome("e", "s0", 1, True, 99), StepOutcome("e", "s1", 7, True, 1)):
-        assert decide(state, stale, 3, reg)[1] == []
+    state, _, effects, reg = start(Workflow("wf", [mk("a"), mk("b")]))
+    first = effects[0]
+    state, _, _ = decide(state, ok(first, 1), 2, reg)
+    assert decide(state, ok(first, 99), 3, reg)[1] == []
 
 
-def test_resume_reissues_the_scheduled_step() -> None:
-    reg = Registry([make_workflow(2)])
-    state, _, _ = decide(None, StartExecution("e", "wf", {}), 1, reg)
-    state, _, _ = decide(state, StepOutcome("e", "s0", 1, True, 5), 2, reg)
-    assert state is not None
-    (effect,) = resume(state, reg)
-    assert effect.step.name == "s1" and effect.kwargs == {"s0": 5}
+def test_recover_reissues_running_steps_and_timers() -> None:
+    b = Step(lambda a: a, name="b")
+    policy = r.RetryPolicy(initial_interval=5)
+    state, log, effects, reg = start(Workflow("wf", mk("a") >> [b, mk("c", policy)]))
+    state, events, effects = decide(state, ok(effects[0], 5), 2, reg)
+    log += events
+    state, events, timers = decide(state, err(effects[1]), 3, reg)  # c waits to retry
+    restored = fold(log + events)  # what a new owner rebuilds
+    recovered = decide(restored, Recover("e"), 4, reg)
+    assert recovered[1] == []  # recovery records nothing
+    run, timer = recovered[2]
+    assert run.step.name == "b" and run.kwargs == {"a": 5} and run.token == effects[0].token
+    assert timer.timer_id == timers[0].timer_id and timer.fire_at == timers[0].fire_at
 
 
 def test_workflow_definitions_are_checked_at_build_time() -> None:
     with pytest.raises(WorkflowDefinitionError, match="neither"):
         Workflow("bad", [Step(lambda missing: None, name="a")])
     with pytest.raises(WorkflowDefinitionError, match="twice"):
-        a = Step(lambda: None, name="a")
+        a = mk("a")
         Workflow("bad", [a, a])
+    with pytest.raises(WorkflowDefinitionError, match="no node"):
+        Workflow("bad", [mk("a")], rules=[r.branch("a", when=bool, then=r.skip_to("zz"))])
 
 
 def test_version_is_a_hash_of_the_shape_unless_declared() -> None:
-    assert make_workflow(2).version == make_workflow(2).version
-    assert make_workflow(2).version != make_workflow(3).version
-    assert Workflow("w", [Step(lambda: None, name="a")], version="7").version == "7"
+    def two() -> Workflow:
+        return Workflow("w", [mk("a"), mk("b")])
+
+    assert two().version == two().version
+    assert two().version != Workflow("w", [mk("a"), mk("c")]).version
+    assert Workflow("w", [mk("a")], version="7").version == "7"
+
+
+# --- properties -------------------------------------------------------------------------------
+
+NAMES = [f"s{i}" for i in range(12)]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[int, list[tuple[str, int, bool]]]:
-    n_steps = draw(st.integers(1, 6))
-    ops = draw(
-        st.lists(
-            st.tuples(
-                st.sampled_from(["run", "fail", "stale", "restart", "dup-start"]),
-                st.integers(0, 10),
-                st.booleans(),
-            ),
-            max_size=30,
-        )
-    )
-    return n_steps, ops
+def workflows(draw: st.DrawFn) -> Workflow:
+    """Random timelines of steps, parallel groups, sleeps and signal waits, with random rules."""
+    nodes: list[Any] = []
+    names = iter(NAMES)
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["step", "step", "parallel", "sleep", "wait"]))
+        policy = draw(st.sampled_from([None, r.RetryPolicy(max_attempts=2, initial_interval=1)]))
+        if kind == "step":
+            nodes.append(mk(next(names), policy))
+        elif kind == "parallel":
+            nodes.append([mk(next(names), policy) for _ in range(draw(st.integers(2, 3)))])
+        elif kind == "sleep":
+            nodes.append(sleep(draw(st.integers(0, 5)), name=next(names)))
+        else:
+            on_timeout = draw(st.sampled_from([r.fail(), r.continue_()]))
+            timeout = draw(st.sampled_from([None, 3]))
+            nodes.append(wait_for_signal(draw(st.sampled_from(["x", "y"])), timeout=timeout,
+                                         on_timeout=on_timeout, name=next(names)))
+    flat = [n for node in nodes for n in (node if isinstance(node, list) else [node])]
+    step_names = [n.name for n in flat if isinstance(n, Step)]
+    all_names = [n.name for n in flat]
+    rules = []
+    for _ in range(draw(st.integers(0, 3))):
+        if not step_names:
+            break
+        at = draw(st.sampled_from(step_names))
+        target = draw(st.sampled_from(all_names))
+        action = draw(st.sampled_from([r.retry(), r.continue_(), r.fail(), r.back_to(target),
+                                       r.skip_to(target)]))
+        if draw(st.booleans()):
+            rules.append(r.diverge(at, on="Boom", then=action))
+        elif action.kind in (r.BACK_TO, r.SKIP_TO, r.FAIL):
+            rules.append(r.branch(at, when=lambda v: v == 1, then=action))
+        else:
+            rules.append(r.diverge(at, when=lambda v: v == 2, then=action))
+    return Workflow("wf", nodes, rules=rules, max_iterations=3)
 
 
-@settings(max_examples=500, deadline=None)
-@given(scenarios())
-def test_folding_the_events_gives_the_live_state(
-    scenario: tuple[int, list[tuple[str, int, bool]]],
-) -> None:
-    n_steps, ops = scenario
-    reg = Registry([make_workflow(n_steps)])
-    log: list[dict] = []
-    state, events, pending = decide(None, StartExecution("e", "wf", {"k": 1}), 0, reg)
-    log += events
-    delivered = []
-    for now, (op, value, ok) in enumerate(ops, start=1):
-        if op == "restart":  # a new owner restores from the log and re-dispatches
-            assert state is not None
-            restored = fold(log)
-            assert restored == state
-            state, pending = restored, resume(restored, reg)
-            continue
-        if op == "dup-start":
-            command = StartExecution("e", "wf", {"k": 2})
-        elif op == "stale" and delivered:
-            command = delivered[value % len(delivered)]
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflows(), st.data())
+def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObject) -> None:
+    """For random workflows and random interleavings of outcomes, timers, signals, cancels,
+    duplicates and restarts: fold(log) == live state after every decision; versions are
+    gapless; nothing follows the terminal event; each dispatch is answered at most once."""
+    reg = Registry([wf])
+    now = 0
+    state, log, effects = decide(None, StartExecution("e", "wf", {}), now, reg)
+    pending: list[Any] = list(effects)
+    delivered: list[Any] = []
+    for _ in range(data.draw(st.integers(5, 60), label="steps")):
+        choice = data.draw(st.sampled_from(["effect", "effect", "effect", "signal", "dup",
+                                            "restart", "cancel"]))
+        now += 1
+        if choice == "restart":
+            state = fold(log)
+            pending = []
+            command: Any = Recover("e")
+        elif choice == "signal":
+            command = SendSignal("e", data.draw(st.sampled_from(["x", "y"])), now)
+        elif choice == "dup" and delivered:
+            command = data.draw(st.sampled_from(delivered))
+        elif choice == "cancel" and data.draw(st.integers(0, 9)) == 0:
+            command = CancelExecution("e", "test")
         elif pending:
-            effect = pending.pop(0)
-            error = None if op == "run" else {"type": "E", "message": "x"}
-            command = StepOutcome("e", effect.step.name, effect.attempt, op == "run", value, error)
-            delivered.append(command)
+            eff = pending.pop(data.draw(st.integers(0, len(pending) - 1)))
+            if isinstance(eff, ArmTimer):
+                now = max(now, eff.fire_at)
+                command = TimerDue("e", eff.timer_id)
+            else:
+                outcome = data.draw(st.sampled_from(["ok1", "ok2", "ok0", "boom", "other"]))
+                if outcome.startswith("ok"):
+                    command = ok(eff, int(outcome[2]))
+                else:
+                    command = err(eff, "Boom" if outcome == "boom" else "Other")
         else:
             continue
+        delivered.append(command)
         state, events, effects = decide(state, command, now, reg)
         log += events
         pending += effects
         assert fold(log) == state
     versions = [e["version"] for e in log]
     assert versions == list(range(1, len(log) + 1))
-    terminal = [e for e in log if e["type"] in ("ExecutionCompleted", "ExecutionFailed")]
-    assert len(terminal) <= 1
-    if terminal:
-        assert log[-1] is terminal[0]
-    completed = [e["step"] for e in log if e["type"] == "StepCompleted"]
-    assert len(completed) == len(set(completed))  # a result is recorded once
+    terminal = [i for i, e in enumerate(log) if e["type"] in TERMINAL_EVENTS]
+    assert terminal == [] or terminal == [len(log) - 1]
+    answered: set[int] = set()
+    for e in log:
+        if e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
+            token = max(s["version"] for s in log[: e["version"]] if s["type"] == "StepScheduled"
+                        and s["step"] == e["step"])
+            assert token not in answered  # a result is recorded once per dispatch
+            answered.add(token)
