@@ -1,6 +1,8 @@
 """The HTTP API: start executions (a command to Kafka), read them back (PostgreSQL).
 
     POST /executions                {"workflow", "inputs"?, "execution_id"?}  → 202
+    POST /executions/{id}/signals/{name}   body: the payload (any JSON; empty = null) → 202
+    POST /executions/{id}/cancel    {"reason"?}  → 202
     GET  /executions/{id}           the executions row
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)
     GET  /executions                newest first (?status=&workflow=&limit=)
@@ -60,6 +62,12 @@ class OrjsonResponse(JSONResponse):
 
 def error_response(status_code: int, message: str, **extra: Any) -> OrjsonResponse:
     return OrjsonResponse({"error": message, **extra}, status_code=status_code)
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field(default="cancelled through the API", max_length=1_000)
 
 
 class StartRequest(BaseModel):
@@ -132,6 +140,32 @@ def _add_routes(app: FastAPI) -> None:
             status_code=202,
         )
 
+    @app.post("/executions/{execution_id}/signals/{name}", status_code=202)
+    async def send_signal(
+        execution_id: ExecutionId,
+        name: Annotated[str, Path(min_length=1, max_length=200)],
+        request: Request,
+    ) -> OrjsonResponse:
+        raw = await request.body()
+        try:
+            payload = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            return error_response(400, "request body is not valid JSON")
+        if len(raw) > MAX_COMMAND_BYTES:
+            return error_response(413, f"payload over the limit of {MAX_COMMAND_BYTES} bytes")
+        client: Client = request.app.state.client
+        return await _produce(
+            client.signal(execution_id, name, payload), execution_id, {"signal": name}
+        )
+
+    @app.post("/executions/{execution_id}/cancel", status_code=202)
+    async def cancel(
+        execution_id: ExecutionId, request: Request, body: CancelRequest | None = None
+    ) -> OrjsonResponse:
+        client: Client = request.app.state.client
+        reason = (body or CancelRequest()).reason
+        return await _produce(client.cancel(execution_id, reason), execution_id, {"cancel": reason})
+
     @app.get("/executions/{execution_id}")
     async def get_execution(execution_id: ExecutionId, request: Request) -> OrjsonResponse:
         row = await queries.get_execution(request.app.state.pool, execution_id)
@@ -176,17 +210,27 @@ def _add_routes(app: FastAPI) -> None:
         )
 
 
+async def _produce(
+    send: Any, execution_id: str, accepted: dict[str, Any]
+) -> OrjsonResponse:
+    """Await a command's produce; 202 once Kafka acknowledged it, 503 if it did not."""
+    try:
+        await asyncio.wait_for(send, START_TIMEOUT_S)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("api: command for %s not acknowledged: %r", execution_id, exc)
+        return error_response(503, "Kafka did not acknowledge the command; retry")
+    return OrjsonResponse(
+        {"execution_id": execution_id, "partition": partition_for(execution_id), **accepted},
+        status_code=202,
+    )
+
+
 async def _kafka_ok(client: Client, timeout: float) -> bool:
     """True if a broker answers a metadata request within `timeout` seconds."""
-    # Client has no public health call yet; its producer's connection is the one that matters.
-    producer = getattr(client, "_producer", None)
-    if producer is None:
-        return False
     try:
-        metadata = await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
+        return await asyncio.wait_for(client.ping(), timeout)
     except (KafkaError, OSError, TimeoutError):
         return False
-    return bool(metadata.brokers())
 
 
 # --- errors -------------------------------------------------------------------------------------

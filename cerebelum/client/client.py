@@ -91,6 +91,13 @@ class Client:
         value = start_command(execution_id, workflow, {} if inputs is None else inputs)
         return await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode())
 
+    async def ping(self) -> bool:
+        """True if a broker answers a metadata request (the API's health check)."""
+        if self._producer is None:
+            return False
+        metadata = await self._producer.client.fetch_all_metadata()
+        return bool(metadata.brokers())
+
     async def signal(self, execution_id: str, signal: str, payload: Any = None) -> None:
         """Send a signal (an approval, any external event). One that arrives before the
         execution waits for it is kept until it does."""

@@ -15,15 +15,6 @@ import orjson
 from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_EXECUTION_ID_LENGTH
 
-# Event types that later milestones add; named here so the status table can mention them.
-EXECUTION_CANCELLED = "ExecutionCancelled"
-TIMER_STARTED = "TimerStarted"
-TIMER_FIRED = "TimerFired"
-SIGNAL_AWAITED = "SignalAwaited"
-SIGNAL_RECEIVED = "SignalReceived"
-APPROVAL_REQUESTED = "ApprovalRequested"
-APPROVAL_RECEIVED = "ApprovalReceived"
-
 # Where a column's value comes from: a field of the event, or the event's own `at`.
 AT = object()
 
@@ -31,7 +22,9 @@ AT = object()
 class Effect(NamedTuple):
     """What one event type does to its execution's row."""
 
-    status: str | None  # the status after this event; None leaves it as it was
+    # The status after this event; None leaves it as it was; a dict picks by the event's
+    # "purpose" field (a sleep timer means sleeping, a signal timeout leaves "waiting").
+    status: str | dict[str, str] | None
     columns: tuple[tuple[str, Any], ...] = ()  # (column, event field or AT)
 
 
@@ -50,13 +43,18 @@ EFFECTS: dict[str, Effect] = {
     ev.STEP_FAILED: Effect(None, (("error", "error"),)),
     ev.EXECUTION_COMPLETED: Effect("completed", (("output", "output"), ("finished_at", AT))),
     ev.EXECUTION_FAILED: Effect("failed", (("error", "error"), ("finished_at", AT))),
-    EXECUTION_CANCELLED: Effect("cancelled", (("finished_at", AT),)),
-    TIMER_STARTED: Effect("sleeping"),
-    TIMER_FIRED: Effect("running"),
-    SIGNAL_AWAITED: Effect("waiting"),
-    SIGNAL_RECEIVED: Effect("running"),
-    APPROVAL_REQUESTED: Effect("waiting"),
-    APPROVAL_RECEIVED: Effect("running"),
+    ev.EXECUTION_CANCELLED: Effect("cancelled", (("error", "reason"), ("finished_at", AT))),
+    ev.TIMER_STARTED: Effect({"sleep": "sleeping"}, (("current_step", "step"),)),
+    ev.SIGNAL_AWAITED: Effect("waiting", (("current_step", "step"),)),
+    ev.APPROVAL_REQUESTED: Effect("waiting", (("current_step", "step"),)),
+    ev.STEP_RETRY_SCHEDULED: Effect("retrying"),
+    # Neutral: they only bump last_version (the status follows from the next event).
+    ev.STEP_COMPLETED: Effect(None),
+    ev.TIMER_FIRED: Effect(None),
+    ev.SIGNAL_RECEIVED: Effect(None),
+    ev.DIVERGE_TAKEN: Effect(None),
+    ev.BRANCH_TAKEN: Effect(None),
+    ev.JUMP_TAKEN: Effect(None),
 }
 
 TEXT_COLUMNS = ("workflow", "workflow_version", "status", "current_step")
@@ -210,9 +208,12 @@ def apply_event(execution: ExecutionRow, row: EventRow) -> None:
     effect = EFFECTS.get(row.type)
     if effect is None:
         return
-    if effect.status is not None:
-        execution.status = effect.status
     event = row.event
+    status = effect.status
+    if isinstance(status, dict):
+        status = status.get(event.get("purpose", ""))
+    if status is not None:
+        execution.status = status
     for column, source in effect.columns:
         if source is AT:
             setattr(execution, column, row.at)

@@ -237,3 +237,31 @@ async def test_healthz(api: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "kafka": True, "database": True}
 
+
+
+async def test_signal_and_cancel_produce_commands(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """POST signal and cancel answer 202 and the commands reach cerebelum.commands."""
+    eid = new_id("api-signal")
+    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.end_offsets([tp]))[tp]
+        r = await api.post(f"/executions/{eid}/signals/approval", content=b'{"approved": true}')
+        assert r.status_code == 202 and r.json()["signal"] == "approval"
+        r = await api.post(f"/executions/{eid}/cancel", json={"reason": "no longer needed"})
+        assert r.status_code == 202
+        r = await api.post(f"/executions/{eid}/signals/approval", content=b"{bad")
+        assert r.status_code == 400 and "error" in r.json()
+        consumer.seek(tp, start)
+        seen = []
+        while len(seen) < 2:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                seen += [orjson.loads(m.value) for m in records if m.key == eid.encode()]
+        assert [c["type"] for c in seen] == ["SendSignal", "CancelExecution"]
+        assert seen[0]["payload"] == {"approved": True} and seen[1]["reason"] == "no longer needed"
+    finally:
+        await consumer.stop()

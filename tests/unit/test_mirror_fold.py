@@ -202,13 +202,13 @@ def test_failed_execution() -> None:
         (ev.STEP_FAILED, None),
         (ev.EXECUTION_COMPLETED, "completed"),
         (ev.EXECUTION_FAILED, "failed"),
-        ("ExecutionCancelled", "cancelled"),
-        ("TimerStarted", "sleeping"),
-        ("TimerFired", "running"),
-        ("SignalAwaited", "waiting"),
-        ("SignalReceived", "running"),
-        ("ApprovalRequested", "waiting"),
-        ("ApprovalReceived", "running"),
+        (ev.EXECUTION_CANCELLED, "cancelled"),
+        (ev.TIMER_STARTED, None),  # only a sleep timer means sleeping: see the test below
+        (ev.TIMER_FIRED, None),
+        (ev.SIGNAL_AWAITED, "waiting"),
+        (ev.SIGNAL_RECEIVED, None),
+        (ev.APPROVAL_REQUESTED, "waiting"),
+        (ev.STEP_RETRY_SCHEDULED, "retrying"),
         ("NotYetInvented", None),
     ],
 )
@@ -219,7 +219,7 @@ def test_status_after_each_event_type(event_type: str, status: str | None) -> No
 
 
 def test_every_core_event_type_is_in_the_table_or_deliberately_neutral() -> None:
-    assert ev.EVENT_TYPES - set(EFFECTS) == {ev.STEP_COMPLETED}
+    assert ev.EVENT_TYPES == set(EFFECTS)
 
 
 def test_text_columns_take_non_string_values_as_json() -> None:
@@ -266,3 +266,12 @@ def test_an_older_batch_after_a_newer_one_changes_nothing(cut: int) -> None:
     (whole,) = fold(rows)
     (older,) = fold(rows[:cut])
     assert merge(whole, older) == whole
+
+
+def test_a_sleep_timer_means_sleeping_and_a_signal_timeout_keeps_waiting() -> None:
+    sleep = make_event("e1", 1, ev.TIMER_STARTED, AT, purpose="sleep", step="nap")
+    (execution,) = fold([row(sleep)])
+    assert execution.status == "sleeping" and execution.current_step == "nap"
+    timeout = make_event("e1", 1, ev.TIMER_STARTED, AT, purpose="signal_timeout", step="ok")
+    (execution,) = fold([row(timeout)])
+    assert execution.status is None
