@@ -18,6 +18,7 @@ import uuid
 from cerebelum import Client, Settings
 
 ITEMS = [{"sku": "tea", "qty": 2, "price": 4.5}, {"sku": "cup", "qty": 1, "price": 12.0}]
+PIANO = [{"sku": "piano", "qty": 1, "price": 2500.0}]
 
 
 async def main(orders: int, api: str) -> int:
@@ -26,9 +27,18 @@ async def main(orders: int, api: str) -> int:
         ids = []
         for i in range(orders):
             eid = f"order-{uuid.uuid4().hex[:8]}"
-            await client.start("order", {"order_id": f"o-{i}", "items": ITEMS}, eid)
+            # Every third order's payment provider is "down" twice: watch it retry.
+            inputs = {"order_id": f"o-{i}", "items": ITEMS, "provider_down_attempts": 2 * (i % 3 == 0)}
+            await client.start("order", inputs, eid)
             ids.append(eid)
             print(f"started {eid}")
+        big = f"order-{uuid.uuid4().hex[:8]}"
+        await client.start("order", {"order_id": "o-big", "items": PIANO}, big)
+        print(f"started {big} (2500.00: waits for a manager's approval)")
+        await asyncio.sleep(1)
+        await client.signal(big, "approval", {"approved": True, "by": "manager"})
+        print(f"approved {big}")
+        ids.append(big)
         for eid in ids:
             result = await client.wait(eid, timeout=60)
             print(f"{eid}: {result.status} {json.dumps(result.output)}")
@@ -46,7 +56,7 @@ def show_from_api(api: str, execution_id: str) -> int:
                 row = json.load(r)
             if row.get("status") == "completed":
                 with urllib.request.urlopen(f"{api}/executions/{execution_id}/events") as r:
-                    events = json.load(r)
+                    events = json.load(r)["events"]
                 print(f"GET {api}/executions/{execution_id} -> {json.dumps(row)}")
                 print(f"{len(events)} events: " + " > ".join(e["type"] for e in events))
                 return 0

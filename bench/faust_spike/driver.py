@@ -131,6 +131,7 @@ class Tracker:
         self.cpu_at_kill = cpu_seconds(self.kill_pid)
         os.kill(self.kill_pid, signal.SIGKILL)
         self.kill_time = now
+        self.kill_wall = time.time()
         pending: Counter[int] = Counter()
         for eid, p in self.partition.items():
             if eid not in self.completed:
@@ -298,6 +299,8 @@ def kill_report(t: Tracker, t0: float, last: float) -> dict[str, Any]:
     return {
         "killed": True,
         "kill_at_s": round(k - t0, 3),
+        "kill_wall_clock": time.strftime("%H:%M:%S", time.localtime(t.kill_wall))
+        + f".{int(t.kill_wall * 1000) % 1000:03d}",
         "completed_before_kill": t.kill_at_count,
         "partitions_with_work_at_kill": len(t.pending_at_kill),
         "partitions_never_resumed": sorted(p for p, g in gaps.items() if g is None),

@@ -64,7 +64,11 @@ app = faust.App(
     broker_rebalance_timeout=26.0,
     consumer_auto_offset_reset="earliest",
     # Two workers on one host: each needs its own identity for faust's assignor.
+    # (web_enabled=False does not stop `faust worker` from binding its web port, 6066 by
+    # default, so each worker gets its own.)
     web_enabled=False,
+    web_host="127.0.0.1",
+    web_port=6100 + WORKER_ID,
     canonical_url=f"http://127.0.0.1:{6100 + WORKER_ID}",
     datadir=DATADIR,
     # Defaults, written out: commit (= end the transaction) every 2.8 s or 10,000 messages,

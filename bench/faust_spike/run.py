@@ -202,9 +202,9 @@ def one_run(engine: str, kind: str, i: int, n: int, args: argparse.Namespace) ->
     print(f"== {tag}: n={n}", flush=True)
     reset_topics(engine, args.bootstrap)
     workers = Workers(engine, 2 if kind == "kill" else 1, args, tag)
-    ready_s = workers.wait_ready(READY_MARKER["cerebelum" if engine == "cerebelum" else "faust"])
     commands, events = topics_for(engine)
     out = RESULTS / f"{tag}.json"
+    out.unlink(missing_ok=True)
     cmd = [
         str(VENV_PY), str(HERE / "driver.py"),
         "--label", engine, "--run-id", f"{tag}-{int(time.time())}",
@@ -221,6 +221,7 @@ def one_run(engine: str, kind: str, i: int, n: int, args: argparse.Namespace) ->
         cmd += ["--kill-pid", str(workers.pids[0]), "--kill-at", str(1 / 3), "--linger", "10"]
     started = time.monotonic()
     try:
+        ready_s = workers.wait_ready(READY_MARKER["cerebelum" if engine == "cerebelum" else "faust"])
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
     finally:
         workers.stop()
