@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -45,9 +47,12 @@ class Worker:
         self._setups: set[asyncio.Task[None]] = set()
         self._fetch_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
+        self.worker_id = settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=WORKER_GROUP,
+            client_id=f"cerebelum-worker:{self.worker_id}",
             group_instance_id=settings.group_instance_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
