@@ -10,18 +10,20 @@ from cerebelum.core.workflow import Step
 from examples.order import order  # noqa: F401  (registered by being a module global)
 
 
+# W3, the standard benchmark workload. Async steps: a plain `def` step costs a thread-pool
+# hand-off per run, which would measure the pool rather than the engine.
 @step
-def step1(inputs: dict) -> dict:
+async def step1(inputs: dict) -> dict:
     return {"n": inputs["n"] + 1}
 
 
 @step
-def step2(step1: dict) -> dict:
+async def step2(step1: dict) -> dict:
     return {"n": step1["n"] * 2}
 
 
 @step
-def step3(step2: dict) -> dict:
+async def step3(step2: dict) -> dict:
     return step2
 
 
@@ -191,3 +193,49 @@ def big_result(inputs: dict) -> str:
 
 
 big = Workflow("big", [big_result])
+
+
+# --- failover tests (tests/fault/test_failover.py): steps, a durable sleep and a fan-out ------
+
+
+@step
+async def fo_fetch(inputs: dict) -> dict:
+    import asyncio
+
+    await asyncio.sleep(inputs.get("pause", 0.2))
+    return {"n": inputs["n"]}
+
+
+@step
+async def fo_left(fo_fetch: dict, inputs: dict) -> dict:
+    import asyncio
+
+    await asyncio.sleep(inputs.get("pause", 0.2))
+    return {"left": fo_fetch["n"] + 1}
+
+
+@step
+def fo_right(fo_fetch: dict) -> dict:
+    time.sleep(0.02)  # a plain step: runs in the thread pool
+    return {"right": fo_fetch["n"] + 2}
+
+
+@step
+def fo_join(inputs: dict, fo_left: dict, fo_right: dict) -> dict:
+    return {"n": inputs["n"], "sum": fo_left["left"] + fo_right["right"]}
+
+
+# Output {"n": n, "sum": 2n + 3}; at least 2 s of durable sleep plus two pauses.
+failover_mix = Workflow(
+    "failover_mix", fo_fetch >> sleep(2, name="fo_nap") >> [fo_left, fo_right] >> fo_join
+)
+
+
+def _hoard(i: int) -> Step:
+    async def keep(inputs: dict) -> str:
+        return "x" * 200_000  # under the 256 KiB result limit; together over the state limit
+
+    return Step(keep, name=f"hoard{i}")
+
+
+hoarder = Workflow("hoarder", [_hoard(i) for i in range(12)])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from cerebelum.errors import CerebelumError
@@ -56,7 +57,10 @@ async def apply_topics(
                     "executions would map to the wrong partitions. Recreate it or fix topics/."
                 )
             if have is not None:
-                report.append(f"ok       {spec.name} ({have} partitions)")
+                if await _update_configs(admin, spec):
+                    report.append(f"updated  {spec.name} (configs set to the declared ones)")
+                else:
+                    report.append(f"ok       {spec.name} ({have} partitions)")
         if missing:
             new = [
                 NewTopic(
@@ -79,6 +83,18 @@ async def apply_topics(
     finally:
         await admin.close()
     return report
+
+
+async def _update_configs(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
+    """Set the declared configs on an existing topic if any differ. True if it changed."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, dict(spec.configs))
+    (response,) = await admin.describe_configs([resource])
+    current = {entry[0]: entry[1] for res in response.resources for entry in res[4]}
+    if all(current.get(k) == v for k, v in spec.configs.items()):
+        return False
+    # AlterConfigs (not incremental) replaces the topic's whole config with the declared one.
+    await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, spec.configs)])
+    return True
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:

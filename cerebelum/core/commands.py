@@ -81,6 +81,17 @@ class TimerDue:
         self.timer_id = timer_id
 
 
+class FailExecution:
+    """The worker found the execution breaking a limit only it can see (its snapshot's size)."""
+
+    __slots__ = ("execution_id", "error_type", "message")
+
+    def __init__(self, execution_id: str, error_type: str, message: str) -> None:
+        self.execution_id = execution_id
+        self.error_type = error_type
+        self.message = message
+
+
 class Recover:
     """A partition was restored: re-issue what the execution was doing (steps, timers)."""
 
@@ -91,7 +102,7 @@ class Recover:
 
 
 Command = StartExecution | SendSignal | CancelExecution
-Input = Command | StepOutcome | TimerDue | Recover
+Input = Command | StepOutcome | TimerDue | Recover | FailExecution
 
 
 def parse_command(raw: bytes | None) -> Command:

@@ -16,6 +16,7 @@ from cerebelum.core import rules as r
 from cerebelum.core.apply import apply, fold
 from cerebelum.core.commands import (
     CancelExecution,
+    FailExecution,
     Input,
     Recover,
     SendSignal,
@@ -135,6 +136,8 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
         d.record(ev.EXECUTION_CANCELLED, reason=command.reason)
     elif isinstance(command, Recover):
         d.on_recover()
+    elif isinstance(command, FailExecution):
+        d.fail(command.error_type, command.message)
     return d.finish()
 
 

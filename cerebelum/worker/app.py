@@ -158,6 +158,11 @@ class Worker:
             acks="all",
             # No linger: a transaction's commit already waits for every send, batching them.
             linger_ms=0,
+            # The partition loop builds its own record batches: 512 KiB holds a large
+            # transaction's events while staying well under the topics' 4 MiB record limit.
+            max_batch_size=512 * 1024,
+            # A single snapshot may reach MAX_SNAPSHOT_BYTES (2 MiB): requests must carry it.
+            max_request_size=4 * 1024 * 1024,
         )
         await producer.start()  # init_transactions: fences the previous owner of `partition`
         return producer

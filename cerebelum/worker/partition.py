@@ -44,7 +44,7 @@ from cerebelum.constants import (
     TOPIC_STATE,
     WORKER_GROUP,
 )
-from cerebelum.core.commands import Recover, StepOutcome, TimerDue, parse_command
+from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue, parse_command
 from cerebelum.core.machine import ArmTimer, Effect, RunStep, decide
 from cerebelum.core.state import Execution
 from cerebelum.core.workflow import Registry
@@ -52,6 +52,11 @@ from cerebelum.errors import InvalidCommand
 from cerebelum.worker.runner import StepRunner
 
 log = logging.getLogger(__name__)
+
+# A live execution's snapshot (inputs + every result so far) larger than this fails the
+# execution: the topics accept records up to 4 MiB (topics/topics.json), and restore time and
+# memory grow with it. Each input and result is capped at 256 KiB on its own.
+MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
 
 # Inputs decided in one transaction at most: bounds the transaction's size and the time one
 # partition holds the event loop between awaits.
@@ -211,27 +216,50 @@ class PartitionOwner:
                 changed[state.id] = state
                 events.extend(new_events)
             effects.extend(new_effects)  # a Recover has effects and no events
+        snapshots = self._snapshots(changed, events, now)
         if events or rejected or last_offset >= 0:
-            await self._commit(events, changed, rejected, last_offset)
+            await self._commit(events, snapshots, rejected, last_offset)
             for ex in changed.values():
                 if ex.terminal:  # keep only what recognises a repeated start
                     self.executions[ex.id] = Execution.from_record(ex.snapshot())
         self._carry_out(effects)
 
+    def _snapshots(
+        self, changed: dict[str, Execution], events: list[dict[str, Any]], now: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Encode the changed executions' snapshots; fail those that grew too large."""
+        out = []
+        for ex in changed.values():
+            value = orjson.dumps(ex.snapshot())
+            if len(value) > MAX_SNAPSHOT_BYTES:
+                too_big = FailExecution(
+                    ex.id,
+                    "LimitExceeded",
+                    f"execution state is {len(value)} bytes, over the limit of "
+                    f"{MAX_SNAPSHOT_BYTES}: keep step results small (store blobs elsewhere)",
+                )
+                state, new_events, _ = decide(ex, too_big, now, self.registry)
+                assert state is not None
+                events.extend(new_events)
+                value = orjson.dumps(state.snapshot())
+            out.append((ex.id.encode(), value))
+        return out
+
     async def _commit(
         self,
         events: list[dict[str, Any]],
-        changed: dict[str, Execution],
+        snapshots: list[tuple[bytes, bytes]],
         rejected: list[tuple[ConsumerRecord, str]],
         last_offset: int,
     ) -> None:
         p = self.partition
         send = self.producer.send
         await self.producer.begin_transaction()
-        for e in events:
-            await send(TOPIC_EVENTS, orjson.dumps(e), e["execution_id"].encode(), partition=p)
-        for ex in changed.values():
-            await send(TOPIC_STATE, orjson.dumps(ex.snapshot()), ex.id.encode(), partition=p)
+        dumps = orjson.dumps
+        await self._send_batched(
+            TOPIC_EVENTS, [(e["execution_id"].encode(), dumps(e)) for e in events]
+        )
+        await self._send_batched(TOPIC_STATE, snapshots)
         for record, reason in rejected:
             log.warning(
                 "partition %d offset %d: command sent to %s: %s",
@@ -258,6 +286,19 @@ class PartitionOwner:
             )
         await self.producer.commit_transaction()
         self.transactions += 1
+
+    async def _send_batched(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+        """Append records to record batches ourselves: one accumulator entry per batch instead
+        of a send() (a future, a metadata check, a partitioner call) per record."""
+        if not records:
+            return
+        batch = self.producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # batch full
+                await self.producer.send_batch(batch, topic, partition=self.partition)
+                batch = self.producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        await self.producer.send_batch(batch, topic, partition=self.partition)
 
     def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:

@@ -151,3 +151,18 @@ async def test_order_example_paths(worker: None, client: Client, unique) -> None
     await client.signal(eid, "approval", {"approved": True, "by": "cfo"})
     result = await client.wait(eid, timeout=60)
     assert result.status == "completed" and result.output["approved_by"] == "cfo"
+
+
+async def test_state_size_limit_fails_the_execution_not_the_partition(
+    worker: None, client: Client, unique
+) -> None:
+    from cerebelum.client import partition_for
+
+    eid = unique("hoarder")
+    result = await client.run("hoarder", {}, eid, timeout=60)
+    assert result.status == "failed" and result.error["type"] == "LimitExceeded"
+    # The same partition keeps working.
+    neighbour = next(
+        c for c in (unique(f"n{i}") for i in range(10_000)) if partition_for(c) == partition_for(eid)
+    )
+    assert (await client.run("w3", {"n": 1}, neighbour, timeout=60)).status == "completed"
