@@ -112,18 +112,16 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
         return None, [], []
     if state.terminal:
         return state, [], []
-    wf = registry.get(state.workflow)
-    d = _Decider(state, wf, now)
-    if wf is None or wf.version != state.workflow_version:
+    wf = registry.get(state.workflow, state.workflow_version)
+    d = _Decider(state, wf, now)  # type: ignore[arg-type]
+    if wf is None:
+        versions = registry.versions(state.workflow)
         d.fail(
             "WorkflowVersionMismatch",
             f"execution recorded workflow {state.workflow!r} version {state.workflow_version!r}; "
-            + (
-                f"this worker has version {wf.version!r}"
-                if wf is not None
-                else "this worker does not know that workflow"
-            )
-            + ". Run a worker with the recorded definition to finish it.",
+            + (f"this worker has versions {versions}" if versions else "this worker lacks it")
+            + ". Keep the old definition registered (Workflow(..., version=...)) beside the new "
+            "one so executions started on it can finish.",
         )
         return d.finish()
     if isinstance(command, StepOutcome):

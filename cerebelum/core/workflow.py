@@ -326,23 +326,38 @@ def _rules_by_node(rules: tuple[Rule, ...], kind: str) -> dict[str, tuple[Rule, 
 
 
 class Registry:
-    """The workflows a worker can run, by name."""
+    """The workflows a worker can run, by name and version.
+
+    Several versions of one workflow may be registered side by side, so executions started on
+    an old definition finish on it while new ones start on the newest (the last registered).
+    """
 
     def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
-        self._by_name: dict[str, Workflow] = {}
+        self._latest: dict[str, Workflow] = {}
+        self._versions: dict[tuple[str, str], Workflow] = {}
         for wf in workflows:
             self.add(wf)
 
     def add(self, wf: Workflow) -> None:
-        if wf.name in self._by_name and self._by_name[wf.name] is not wf:
-            raise WorkflowDefinitionError(wf.name, "two workflows share this name")
-        self._by_name[wf.name] = wf
+        known = self._versions.get((wf.name, wf.version))
+        if known is not None and known is not wf:
+            raise WorkflowDefinitionError(
+                wf.name, f"two definitions share version {wf.version!r}; declare distinct versions"
+            )
+        self._versions[(wf.name, wf.version)] = wf
+        self._latest[wf.name] = wf
 
-    def get(self, name: str) -> Workflow | None:
-        return self._by_name.get(name)
+    def get(self, name: str, version: str | None = None) -> Workflow | None:
+        """The newest definition of `name`, or exactly `version` of it."""
+        if version is None:
+            return self._latest.get(name)
+        return self._versions.get((name, version))
 
     def names(self) -> list[str]:
-        return sorted(self._by_name)
+        return sorted(self._latest)
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(v for (n, v) in self._versions if n == name)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> Registry:

@@ -372,3 +372,16 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
                         and s["step"] == e["step"])
             assert token not in answered  # a result is recorded once per dispatch
             answered.add(token)
+
+
+def test_old_versions_registered_beside_new_ones_finish_on_their_definition() -> None:
+    old = Workflow("wf", [mk("a")], version="1")
+    new = Workflow("wf", [mk("a"), mk("b")], version="2")
+    state, _, effects, _ = start(old)
+    both = Registry([old, new])
+    state, events, _ = decide(state, ok(effects[0]), 1, both)
+    assert state.status == COMPLETED and state.workflow_version == "1"
+    fresh, _, _ = decide(None, StartExecution("e2", "wf", {}), 1, both)
+    assert fresh is not None and fresh.workflow_version == "2"
+    with pytest.raises(WorkflowDefinitionError, match="share version"):
+        Registry([old, Workflow("wf", [mk("z")], version="1")])
