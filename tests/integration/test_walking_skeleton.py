@@ -74,3 +74,16 @@ async def test_thousand_executions_reach_postgres(
     # W3: Started, then (Scheduled, Completed) x 3, then ExecutionCompleted = 8 events.
     assert all(versions[eid] == list(range(1, 9)) for eid in ids)
     assert all(by_id[eid]["last_version"] == 8 for eid in ids)
+
+    # The CLI shows the same execution from PostgreSQL.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, process_env
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cerebelum", "status", ids[7], "--events"],
+        cwd=ROOT, env=process_env(settings), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"status":"completed"' in out.stdout and "ExecutionCompleted" in out.stdout
