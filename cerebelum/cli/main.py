@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("worker", "mirror", "api", "start", "signal", "topics", "db", "dev")
+COMMANDS = (
+    "worker", "mirror", "api", "start", "signal", "status", "cluster", "verify", "topics", "db", "dev"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
