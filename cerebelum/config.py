@@ -29,6 +29,10 @@ class Settings:
     shutdown_grace_s: float = 10.0
     # Steps running at once per worker; beyond it new step effects queue.
     max_concurrent_steps: int = 1_000
+    # Partition transactions in flight at once per worker. Fewer means larger transactions
+    # under load (each costs the broker a coordinator round and markers whatever its size);
+    # an idle partition still commits at once. Measured in bench/README.md.
+    max_concurrent_transactions: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,5 +51,10 @@ class Settings:
             shutdown_grace_s=float(env.get("CEREBELUM_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)),
             max_concurrent_steps=int(
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
+            ),
+            max_concurrent_transactions=int(
+                env.get(
+                    "CEREBELUM_MAX_CONCURRENT_TRANSACTIONS", defaults.max_concurrent_transactions
+                )
             ),
         )

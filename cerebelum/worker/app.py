@@ -50,6 +50,7 @@ class Worker:
         self.registry = registry
         self.owners: dict[int, PartitionOwner] = {}
         self.runner = StepRunner(settings.max_concurrent_steps)
+        self._commit_slots = asyncio.Semaphore(settings.max_concurrent_transactions)
         self._setups: set[asyncio.Task[None]] = set()
         self._fetch_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -149,7 +150,13 @@ class Worker:
                 await asyncio.sleep(1.0)
         for p, producer in zip(partitions, producers, strict=True):
             owner = PartitionOwner(
-                p, producer, states[p], self.registry, self.runner, self._partition_broken
+                p,
+                producer,
+                states[p],
+                self.registry,
+                self.runner,
+                self._partition_broken,
+                self._commit_slots,
             )
             self.owners[p] = owner
             owner.start()
