@@ -3,10 +3,11 @@
     POST /executions                {"workflow", "inputs"?, "execution_id"?}  → 202
     POST /executions/{id}/signals/{name}   body: the payload (any JSON; empty = null) → 202
     POST /executions/{id}/cancel    {"reason"?}  → 202
-    GET  /executions/{id}           the executions row
+    GET  /executions/{id}           the executions row, its partition and owner (worker client id)
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)
     GET  /executions                newest first (?status=&workflow=&limit=)
     GET  /healthz                   {"status", "kafka", "database"}
+    GET  /cluster                   workers, the partitions each owns, lag, live executions
 
 Every error is a JSON object with an "error" message: 400 for a body that is not JSON, 404,
 413 for a command over the size limit, 422 for a body or parameter of the wrong shape,
@@ -31,6 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from cerebelum.admin.cluster import ClusterInspector, cluster_view
 from cerebelum.api import queries
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 # Health checks must answer fast even when a dependency hangs: a probe times out after ~1 s.
 HEALTH_TIMEOUT_S = 1.0
+# The cluster view is a handful of admin requests; longer than this, Kafka is not answering.
+CLUSTER_TIMEOUT_S = 5.0
+# An execution's owner is extra information: without it in ~1 s the row comes with "owner": null.
+OWNER_TIMEOUT_S = 1.0
 # Workflow names are identifiers; the bound keeps garbage out of logs and the database.
 MAX_WORKFLOW_LENGTH = 200
 # Lists are bounded so one request cannot read the whole table.
@@ -100,9 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.pool = pool
         app.state.client = client
+        app.state.cluster = ClusterInspector(settings)  # connects on first use
         try:
             yield
         finally:
+            await app.state.cluster.close()
             await client.close()
             await pool.close()
 
@@ -171,6 +179,8 @@ def _add_routes(app: FastAPI) -> None:
         row = await queries.get_execution(request.app.state.pool, execution_id)
         if row is None:
             return error_response(404, "execution not found", execution_id=execution_id)
+        row["partition"] = partition_for(execution_id)
+        row["owner"] = await _owner(request.app.state.cluster, row["partition"])
         return OrjsonResponse(row)
 
     @app.get("/executions/{execution_id}/events")
@@ -208,6 +218,29 @@ def _add_routes(app: FastAPI) -> None:
             {"status": "ok" if ok else "degraded", "kafka": kafka, "database": database},
             status_code=200 if ok else 503,
         )
+
+    @app.get("/cluster")
+    async def cluster(request: Request) -> OrjsonResponse:
+        inspector: ClusterInspector = request.app.state.cluster
+        try:
+            view = await asyncio.wait_for(
+                cluster_view(inspector.settings, request.app.state.pool, inspector=inspector),
+                CLUSTER_TIMEOUT_S,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("api: cluster view failed: %r", exc)
+            return error_response(503, "Kafka did not answer; retry")
+        return OrjsonResponse(view)
+
+
+async def _owner(inspector: ClusterInspector, partition: int) -> str | None:
+    """The client id of the worker owning `partition` now (cached ~1 s), or None."""
+    try:
+        description = await asyncio.wait_for(inspector.cached_description(), OWNER_TIMEOUT_S)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.info("api: owner unknown, group description failed: %r", exc)
+        return None
+    return description.owners().get(partition)
 
 
 async def _produce(

@@ -107,6 +107,7 @@ class ExecutionRow:
     error: str | None = None  # JSON text
     started_at: int | None = None  # epoch ms
     finished_at: int | None = None  # epoch ms
+    kafka_partition: int | None = None  # where its events are: who owns it (GET /cluster)
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ def apply_event(execution: ExecutionRow, row: EventRow) -> None:
     if row.version > execution.last_version:
         execution.last_version = row.version
         execution.updated_at = row.at
+    execution.kafka_partition = row.kafka_partition
     effect = EFFECTS.get(row.type)
     if effect is None:
         return

@@ -25,15 +25,16 @@ ON CONFLICT DO NOTHING
 UPSERT_EXECUTIONS = """
 INSERT INTO executions AS x (
     execution_id, workflow, workflow_version, status, current_step, inputs, output, error,
-    started_at, updated_at, finished_at, last_version)
+    started_at, updated_at, finished_at, last_version, kafka_partition)
 SELECT e, w, wv, st, cs, i::jsonb, o::jsonb, er::jsonb,
        timestamptz 'epoch' + sa * interval '1 millisecond',
        timestamptz 'epoch' + ua * interval '1 millisecond',
        timestamptz 'epoch' + fa * interval '1 millisecond',
-       lv
+       lv, kp
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[])
-     AS u(e, w, wv, st, cs, i, o, er, sa, ua, fa, lv)
+            $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int4[],
+            $13::int4[])
+     AS u(e, w, wv, st, cs, i, o, er, sa, ua, fa, lv, kp)
 ON CONFLICT (execution_id) DO UPDATE SET
     workflow         = COALESCE(EXCLUDED.workflow, x.workflow),
     workflow_version = COALESCE(EXCLUDED.workflow_version, x.workflow_version),
@@ -44,6 +45,7 @@ ON CONFLICT (execution_id) DO UPDATE SET
     error            = COALESCE(EXCLUDED.error, x.error),
     started_at       = COALESCE(EXCLUDED.started_at, x.started_at),
     finished_at      = COALESCE(EXCLUDED.finished_at, x.finished_at),
+    kafka_partition  = COALESCE(EXCLUDED.kafka_partition, x.kafka_partition),
     updated_at       = EXCLUDED.updated_at,
     last_version     = EXCLUDED.last_version
 WHERE x.last_version < EXCLUDED.last_version
@@ -85,7 +87,7 @@ def event_columns(rows: Sequence[EventRow]) -> tuple[list[object], ...]:
 
 
 def execution_columns(rows: Sequence[ExecutionRow]) -> tuple[list[object], ...]:
-    """The folded rows as twelve column arrays, in UPSERT_EXECUTIONS' parameter order."""
+    """The folded rows as thirteen column arrays, in UPSERT_EXECUTIONS' parameter order."""
     return (
         [r.execution_id for r in rows],
         [r.workflow for r in rows],
@@ -99,4 +101,5 @@ def execution_columns(rows: Sequence[ExecutionRow]) -> tuple[list[object], ...]:
         [r.updated_at for r in rows],
         [r.finished_at for r in rows],
         [r.last_version for r in rows],
+        [r.kafka_partition for r in rows],
     )

@@ -161,6 +161,7 @@ def test_fold_of_a_whole_history() -> None:
         error='{"type":"Timeout","message":"card service"}',
         started_at=AT,
         finished_at=AT + 7,
+        kafka_partition=3,
     )
 
 
@@ -178,6 +179,11 @@ def test_fold_gives_one_row_per_execution_in_order() -> None:
     rows = sort_and_dedupe([row(e) for e in history("b")[:3] + history("a")[:2]])
     folded = fold(rows)
     assert [(f.execution_id, f.last_version) for f in folded] == [("a", 2), ("b", 3)]
+
+
+def test_fold_records_the_partition_the_events_are_on() -> None:
+    folded = fold([row(e, partition=41) for e in history()[3:5]])
+    assert [f.kafka_partition for f in folded] == [41]
 
 
 def test_failed_execution() -> None:

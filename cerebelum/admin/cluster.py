@@ -1,0 +1,265 @@
+"""The cluster view: the workers in the group, what each owns, and how far behind each partition is.
+
+    view = await cluster_view(settings, pool)      # GET /cluster, `cerebelum cluster`
+
+A view is built from, in order:
+1. the worker group's description (DescribeGroups): its state, its members with their client
+   ids and hosts, and the partitions of cerebelum.commands each was assigned (decoded from the
+   member's assignment bytes);
+2. the worker group's committed offsets on cerebelum.commands and the partitions' end offsets
+   (read_committed, so last stable offsets): the lag per partition;
+3. the same for the mirror group on cerebelum.events: the mirror's lag;
+4. PostgreSQL, when a pool is given: live executions per partition (executions.kafka_partition).
+
+`ClusterInspector` holds the admin client and the offsets consumer; a long-lived process (the
+API) keeps one and asks it for a cached description to name an execution's owner cheaply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import for_code
+
+from cerebelum.config import Settings
+from cerebelum.constants import MIRROR_GROUP, PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
+
+# The API names an execution's owner from a description at most this old: ownership changes
+# only on a rebalance (seconds), and one DescribeGroups per request would load the coordinator.
+DESCRIPTION_MAX_AGE_S = 1.0
+
+LIVE_PER_PARTITION = """
+SELECT kafka_partition, count(*)::int AS live FROM executions
+WHERE status NOT IN ('completed', 'failed', 'cancelled') AND kafka_partition IS NOT NULL
+GROUP BY kafka_partition
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One consumer in a group, as the group coordinator describes it."""
+
+    member_id: str
+    client_id: str  # workers name themselves "cerebelum-worker:<host:pid or instance id>"
+    host: str
+    partitions: tuple[int, ...]  # of the group's topic
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    group: str
+    state: str  # Stable, PreparingRebalance, CompletingRebalance, Empty, Dead
+    members: tuple[Member, ...]
+
+    def owners(self) -> dict[int, str]:
+        """Partition → the client id of the member that owns it."""
+        return {p: m.client_id for m in self.members for p in m.partitions}
+
+
+def decode_members(raw_members: list[Any], topic: str) -> tuple[Member, ...]:
+    """Members of a DescribeGroups response, with the partitions of `topic` each was assigned."""
+    members = []
+    for member_id, client_id, host, _metadata, assignment in raw_members:
+        partitions: list[int] = []
+        if assignment:  # empty while the group rebalances
+            decoded = ConsumerProtocolMemberAssignment.decode(assignment)
+            partitions = [tp.partition for tp in decoded.partitions() if tp.topic == topic]
+        members.append(Member(member_id, client_id, host, tuple(sorted(partitions))))
+    return tuple(sorted(members, key=lambda m: (m.partitions[:1] or (PARTITIONS,), m.client_id)))
+
+
+class ClusterInspector:
+    """Kafka's admin API and an offsets consumer, opened on first use, closed by `close()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._cached: tuple[float, GroupDescription] | None = None
+
+    async def _open(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        async with self._lock:
+            if self._admin is None or self._consumer is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    isolation_level="read_committed",  # end offsets are last stable offsets
+                    enable_auto_commit=False,
+                )
+                try:
+                    await admin.start()
+                    await consumer.start()
+                except BaseException:
+                    await asyncio.gather(admin.close(), consumer.stop(), return_exceptions=True)
+                    raise
+                self._admin, self._consumer = admin, consumer
+            return self._admin, self._consumer
+
+    async def close(self) -> None:
+        admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
+        if admin is not None:
+            await admin.close()
+        if consumer is not None:
+            await consumer.stop()
+
+    async def describe(
+        self, group: str = WORKER_GROUP, topic: str = TOPIC_COMMANDS
+    ) -> GroupDescription:
+        """The group as its coordinator sees it now (a group never seen is "Dead", no members)."""
+        admin, _ = await self._open()
+        # One group per request: aiokafka 0.14 decodes a DescribeGroups v3 response with the v2
+        # schema (no authorized_operations), which misreads every group after the first.
+        (response,) = await admin.describe_consumer_groups([group])
+        error, name, state, _ptype, _protocol, raw_members = response.groups[0][:6]
+        if error:  # e.g. the coordinator is loading the group: a retry will do
+            raise for_code(error)(f"describing group {group}")
+        description = GroupDescription(name, state, decode_members(raw_members, topic))
+        if group == WORKER_GROUP and topic == TOPIC_COMMANDS:
+            self._cached = (time.monotonic(), description)
+        return description
+
+    async def cached_description(
+        self, max_age_s: float = DESCRIPTION_MAX_AGE_S
+    ) -> GroupDescription:
+        """The worker group's description, from cache when younger than `max_age_s`."""
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        return await self.describe()
+
+    async def committed(self, group: str, topic: str) -> dict[int, int]:
+        """Partition → the group's committed offset on `topic` (absent: never committed).
+
+        Offsets a worker commits inside a transaction appear here only once it commits.
+        """
+        admin, _ = await self._open()
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {
+            tp.partition: o.offset
+            for tp, o in offsets.items()
+            if tp.topic == topic and o.offset >= 0
+        }
+
+    async def end_offsets(self, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+        """Partition → its last stable offset (read_committed: open transactions excluded)."""
+        _, consumer = await self._open()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def beginning_offsets(self, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+        """Partition → its first offset still held (retention deletes from the start)."""
+        _, consumer = await self._open()
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        starts = await consumer.beginning_offsets(tps)
+        return {tp.partition: offset for tp, offset in starts.items()}
+
+
+async def live_executions(pool: asyncpg.Pool) -> dict[int, int] | None:
+    """Partition → live executions, from the mirror's rows; None before migration 003."""
+    try:
+        rows = await pool.fetch(LIVE_PER_PARTITION)
+    except asyncpg.UndefinedColumnError:
+        return None
+    return {r["kafka_partition"]: r["live"] for r in rows}
+
+
+async def cluster_view(
+    settings: Settings,
+    pool: asyncpg.Pool | None = None,
+    *,
+    inspector: ClusterInspector | None = None,
+) -> dict[str, Any]:
+    """The whole view as plain JSON-ready data (see the module docstring for its sources)."""
+    own = inspector is None
+    inspector = inspector or ClusterInspector(settings)
+    try:
+        workers = await inspector.describe(WORKER_GROUP, TOPIC_COMMANDS)
+        committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
+        starts = await inspector.beginning_offsets(TOPIC_COMMANDS)
+        ends = await inspector.end_offsets(TOPIC_COMMANDS)
+        mirror = await inspector.describe(MIRROR_GROUP, TOPIC_EVENTS)
+        mirror_committed = await inspector.committed(MIRROR_GROUP, TOPIC_EVENTS)
+        event_ends = await inspector.end_offsets(TOPIC_EVENTS)
+    finally:
+        if own:
+            await inspector.close()
+    live = await live_executions(pool) if pool is not None else None
+    return build_view(workers, committed, starts, ends, mirror, mirror_committed, event_ends, live)
+
+
+def build_view(
+    workers: GroupDescription,
+    committed: dict[int, int],
+    starts: dict[int, int],
+    ends: dict[int, int],
+    mirror: GroupDescription,
+    mirror_committed: dict[int, int],
+    event_ends: dict[int, int],
+    live: dict[int, int] | None,
+) -> dict[str, Any]:
+    """Assemble the view from what was read (pure, so the shape is easy to test)."""
+    owners = workers.owners()
+    partitions: list[dict[str, Any]] = []
+    for p in range(PARTITIONS):
+        # A partition the group never committed is read from its first offset (earliest).
+        position = max(committed.get(p, 0), starts.get(p, 0))
+        partitions.append({
+            "partition": p,
+            "owner": owners.get(p),
+            "committed": committed.get(p),
+            "end": ends.get(p, 0),
+            "lag": max(0, ends.get(p, 0) - position),
+            "live_executions": None if live is None else live.get(p, 0),
+        })  # fmt: skip
+    members: list[dict[str, Any]] = []
+    for m in workers.members:
+        mine = [partitions[p] for p in m.partitions if p < PARTITIONS]
+        members.append({
+            "client_id": m.client_id,
+            "member_id": m.member_id,
+            "host": m.host,
+            "partitions": list(m.partitions),
+            "lag": sum(x["lag"] for x in mine),
+            "live_executions": None if live is None else sum(x["live_executions"] for x in mine),
+        })  # fmt: skip
+    return {
+        "group": workers.group,
+        "state": workers.state,
+        "workers": members,
+        "unowned_partitions": [p for p in range(PARTITIONS) if p not in owners],
+        "lag": sum(x["lag"] for x in partitions),
+        "live_executions": None if live is None else sum(live.values()),
+        "partitions": partitions,
+        "mirror": mirror_view(mirror, mirror_committed, event_ends),
+    }
+
+
+def mirror_view(
+    mirror: GroupDescription, committed: dict[int, int], ends: dict[int, int]
+) -> dict[str, Any]:
+    """The mirror group's state and lag (events in Kafka not yet in PostgreSQL, estimated).
+
+    Workers write cerebelum.events in transactions, and each commit leaves a marker offset after
+    the transaction's last event; the mirror commits the offset after that last event, so a
+    caught-up partition is one offset short of its end. One offset per partition is not lag.
+    """
+    behind = {}
+    for p, end in ends.items():
+        lag = max(0, end - committed.get(p, 0) - (1 if p in committed else 0))
+        if lag:
+            behind[p] = lag
+    return {
+        "group": mirror.group,
+        "state": mirror.state,
+        "members": [m.client_id for m in mirror.members],
+        "lag": sum(behind.values()),
+        "behind": behind,
+    }
