@@ -75,7 +75,7 @@ async def apply_topics(
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another process created it meanwhile; checked below
-            created = await _partition_counts(admin, [s.name for s in missing])
+            created = await _wait_for_partitions(admin, missing)
             for spec in missing:
                 if created.get(spec.name) != spec.partitions:
                     raise TopicMismatch(f"topic {spec.name} was not created as declared")
@@ -83,6 +83,22 @@ async def apply_topics(
     finally:
         await admin.close()
     return report
+
+
+async def _wait_for_partitions(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec]
+) -> dict[str, int]:
+    """Partition counts once the new topics show all their partitions in the metadata: a fresh
+    broker answers create_topics before every partition has a leader."""
+    import asyncio
+
+    counts: dict[str, int] = {}
+    for _ in range(50):  # 50 x 0.2 s: a slow first start still settles within 10 s
+        counts = await _partition_counts(admin, [s.name for s in specs])
+        if all(counts.get(s.name) == s.partitions for s in specs):
+            break
+        await asyncio.sleep(0.2)
+    return counts
 
 
 async def _update_configs(admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:

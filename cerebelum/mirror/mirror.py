@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,6 +138,8 @@ class Mirror:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group_id,
+            # Shown by the cluster view as the mirror's member.
+            client_id=f"cerebelum-mirror:{socket.gethostname()}:{os.getpid()}",
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
