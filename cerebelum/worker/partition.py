@@ -38,6 +38,7 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
+    HEADER_STATE_RECOVERY,
     TOPIC_COMMANDS,
     TOPIC_DLQ,
     TOPIC_EVENTS,
@@ -49,6 +50,7 @@ from cerebelum.core.machine import ArmTimer, Effect, RunStep, decide
 from cerebelum.core.state import Execution
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import InvalidCommand
+from cerebelum.worker.restore import RestoredPartition, recovery_header
 from cerebelum.worker.runner import StepRunner
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class PartitionOwner:
         self,
         partition: int,
         producer: AIOKafkaProducer,
-        executions: dict[str, Execution],
+        restored: RestoredPartition,
         registry: Registry,
         runner: StepRunner,
         on_broken: Callable[[int, bool], None],
@@ -79,7 +81,10 @@ class PartitionOwner:
         self.partition = partition
         self.input_tp = TopicPartition(TOPIC_COMMANDS, partition)
         self.producer = producer
-        self.executions = executions
+        # Execution id -> its state; parked ones stay encoded until an input touches them.
+        self.executions: dict[str, Execution | bytes] = restored.executions
+        self._restored_timers = restored.timers
+        self._restored_running = restored.running
         self.registry = registry
         self.runner = runner
         self._on_broken = on_broken
@@ -97,7 +102,10 @@ class PartitionOwner:
 
     def start(self) -> None:
         """Recover every live execution (re-run unrecorded steps, re-arm timers), then loop."""
-        self._inbox.extend(Recover(ex.id) for ex in self.executions.values() if not ex.terminal)
+        self._timers = self._restored_timers
+        heapq.heapify(self._timers)
+        self._inbox.extend(Recover(eid) for eid in self._restored_running)
+        self._restored_timers, self._restored_running = [], []
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._loop(), name=f"partition-{self.partition}")
         self._timer_task = loop.create_task(self._fire_timers(), name=f"timers-{self.partition}")
@@ -129,9 +137,14 @@ class PartitionOwner:
     def backlog(self) -> int:
         return len(self._inbox)
 
-    @property
-    def live_executions(self) -> int:
-        return sum(1 for ex in self.executions.values() if not ex.terminal)
+    def _load(self, execution_id: str) -> Execution | None:
+        """The execution's state, decoding a restored snapshot on first use."""
+        ex = self.executions.get(execution_id)
+        if ex is None or isinstance(ex, Execution):
+            return ex
+        state = Execution.from_record(orjson.loads(ex))
+        self.executions[execution_id] = state
+        return state
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -207,7 +220,7 @@ class PartitionOwner:
                     continue
             else:
                 command = item
-            current = self.executions.get(command.execution_id)
+            current = self._load(command.execution_id)
             try:
                 state, new_events, new_effects = decide(current, command, now, self.registry)
             except InvalidCommand as exc:
@@ -227,15 +240,18 @@ class PartitionOwner:
         snapshots = self._snapshots(changed, events, now)
         if events or rejected or last_offset >= 0:
             await self._commit(events, snapshots, rejected, last_offset)
-            for ex in changed.values():
-                if ex.terminal:  # keep only what recognises a repeated start
-                    self.executions[ex.id] = Execution.from_record(ex.snapshot())
+            for key, value, _ in snapshots:
+                execution_id = key.decode()
+                if changed[execution_id].terminal:
+                    # Keep only the small encoded snapshot that recognises a repeated start.
+                    self.executions[execution_id] = value
         self._carry_out(effects)
 
     def _snapshots(
         self, changed: dict[str, Execution], events: list[dict[str, Any]], now: int
-    ) -> list[tuple[bytes, bytes]]:
-        """Encode the changed executions' snapshots; fail those that grew too large."""
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """Encode the changed executions' snapshots (key, value, recovery header); fail those
+        that grew too large."""
         out = []
         for ex in changed.values():
             value = orjson.dumps(ex.snapshot())
@@ -250,13 +266,13 @@ class PartitionOwner:
                 assert state is not None
                 events.extend(new_events)
                 value = orjson.dumps(state.snapshot())
-            out.append((ex.id.encode(), value))
+            out.append((ex.id.encode(), value, recovery_header(ex)))
         return out
 
     async def _commit(
         self,
         events: list[dict[str, Any]],
-        snapshots: list[tuple[bytes, bytes]],
+        snapshots: list[tuple[bytes, bytes, bytes]],
         rejected: list[tuple[ConsumerRecord, str]],
         last_offset: int,
     ) -> None:
@@ -265,7 +281,7 @@ class PartitionOwner:
         await self.producer.begin_transaction()
         dumps = orjson.dumps
         await self._send_batched(
-            TOPIC_EVENTS, [(e["execution_id"].encode(), dumps(e)) for e in events]
+            TOPIC_EVENTS, [(e["execution_id"].encode(), dumps(e), None) for e in events]
         )
         await self._send_batched(TOPIC_STATE, snapshots)
         for record, reason in rejected:
@@ -295,17 +311,20 @@ class PartitionOwner:
         await self.producer.commit_transaction()
         self.transactions += 1
 
-    async def _send_batched(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    async def _send_batched(
+        self, topic: str, records: list[tuple[bytes, bytes, bytes | None]]
+    ) -> None:
         """Append records to record batches ourselves: one accumulator entry per batch instead
         of a send() (a future, a metadata check, a partitioner call) per record."""
         if not records:
             return
         batch = self.producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # batch full
+        for key, value, recovery in records:
+            headers = [] if recovery is None else [(HEADER_STATE_RECOVERY, recovery)]
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 await self.producer.send_batch(batch, topic, partition=self.partition)
-                batch = self.producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch = self.producer.create_batch()  # the full batch is on its way
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         await self.producer.send_batch(batch, topic, partition=self.partition)
 
     def _carry_out(self, effects: list[Effect]) -> None:
