@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cerebelum.constants import HEADER_STATE_RECOVERY, TOPIC_STATE
@@ -56,7 +57,7 @@ class RestoredPartition:
 
 async def restore_partitions(bootstrap: str, partitions: list[int]) -> dict[int, RestoredPartition]:
     """Every partition's executions, timers and in-flight executions."""
-    headers_of: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+    headers_of: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
     states: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
     if not partitions:
         return {}
@@ -115,16 +116,17 @@ async def restore_partitions(bootstrap: str, partitions: list[int]) -> dict[int,
     return restored
 
 
-def _recovery_of(headers: object) -> bytes:
+def _recovery_of(headers: object) -> bytes | None:
     for name, value in headers or ():  # type: ignore[attr-defined]
         if name == HEADER_STATE_RECOVERY:
             return bytes(value)
-    return RUNNING  # a record without the header: decode it and let Recover decide
+    return None  # written before the header existed: decoded once, below
 
 
-def _index(table: dict[str, bytes], recovery: dict[str, bytes]) -> RestoredPartition:
+def _index(table: dict[str, bytes], recovery: dict[str, bytes | None]) -> RestoredPartition:
     out = RestoredPartition(executions=dict(table))
-    for eid, header in recovery.items():
+    for eid, maybe_header in recovery.items():
+        header = maybe_header or recovery_header(Execution.from_record(orjson.loads(table[eid])))
         flag = header[:1]
         if flag == RUNNING:
             out.running.append(eid)
