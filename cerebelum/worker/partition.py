@@ -50,7 +50,7 @@ from cerebelum.core.machine import ArmTimer, Effect, RunStep, decide
 from cerebelum.core.state import Execution
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import InvalidCommand
-from cerebelum.worker.restore import RestoredPartition, recovery_header
+from cerebelum.worker.restore import RUNNING, RestoredPartition, recovery_header
 from cerebelum.worker.runner import StepRunner
 
 log = logging.getLogger(__name__)
@@ -240,11 +240,11 @@ class PartitionOwner:
         snapshots = self._snapshots(changed, events, now)
         if events or rejected or last_offset >= 0:
             await self._commit(events, snapshots, rejected, last_offset)
-            for key, value, _ in snapshots:
-                execution_id = key.decode()
-                if changed[execution_id].terminal:
-                    # Keep only the small encoded snapshot that recognises a repeated start.
-                    self.executions[execution_id] = value
+            for key, value, recovery in snapshots:
+                if recovery[:1] != RUNNING:
+                    # Finished or parked (sleeping, waiting for a signal or a retry): keep the
+                    # encoded snapshot, a third of the objects' size, until an input needs it.
+                    self.executions[key.decode()] = value
         self._carry_out(effects)
 
     def _snapshots(

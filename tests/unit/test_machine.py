@@ -276,7 +276,7 @@ def test_version_is_a_hash_of_the_shape_unless_declared() -> None:
 
 # --- properties -------------------------------------------------------------------------------
 
-NAMES = [f"s{i}" for i in range(12)]
+NAMES = [f"s{i}" for i in range(16)]  # 5 nodes of up to 3 steps each
 
 
 @st.composite
