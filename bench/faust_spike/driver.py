@@ -265,6 +265,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "max": round(max(lat), 3) if lat else None,
             },
             "missing": args.n - len(timed.completed),
+            "missing_examples": sorted(set(ids) - set(timed.completed))[:10],
             "wrong_output": len(timed.wrong),
             "duplicate_completions": sum(1 for c in timed.completions.values() if c > 1),
             "duplicate_step_results": sum(1 for c in timed.step_results.values() if c > 1),
@@ -288,7 +289,9 @@ def kill_report(t: Tracker, t0: float, last: float) -> dict[str, Any]:
     k = t.kill_time
     first_after: dict[int, float] = {}
     for when, p in t.completion_times:
-        if when > k and p not in first_after:
+        # >=: completions read in the same fetch as the one that triggered the kill count as
+        # after it (the kill happens while that batch is being read).
+        if when >= k and p not in first_after:
             first_after[p] = when - k
     gaps = {p: first_after.get(p) for p in t.pending_at_kill}
     known = [g for g in gaps.values() if g is not None]

@@ -23,11 +23,17 @@ Two ways to run the steps (SPIKE_FAUST_MODE):
   becomes visible together when faust commits its transaction (every broker_commit_interval).
   A crash re-runs the whole execution, not just the step in flight.
 
-Faust's exactly_once mode only produces transactionally to topics that are in the app's
-co-partitioned topic group (TransactionManager.send looks the destination topic up in the
-assignor's topic groups and picks the producer of the destination partition). spike.events is
-therefore subscribed by a no-op agent (SPIKE_FAUST_SUBSCRIBE_EVENTS=0 leaves it out, to show
-what happens without it).
+Faust's exactly_once mode only produces transactionally to topics its own consumer knows:
+TransactionManager.send asks the consumer for the destination partition, and for a topic the
+consumer has no metadata for it gets None and falls back to the plain, non-transactional
+producer, silently. spike.events is therefore subscribed by a no-op agent, which puts it in the
+app's co-partitioned topic group (SPIKE_FAUST_SUBSCRIBE_EVENTS=0 leaves it out).
+
+Diagnostics (WARNING lines, counted by run.py): `spike-skip` when a start-command finds its
+execution already in the table (never expected: every start is sent once), `spike-gap` when the
+agent's offsets on a partition do not follow each other (in "inline" mode spike.commands holds
+no transaction markers, so a forward gap is a message the agent never saw), and, with
+SPIKE_FAUST_DEBUG=1, `spike-debug` every 5 s (topic groups, transactional producers, isolation).
 """
 
 from __future__ import annotations
@@ -197,9 +203,12 @@ def _finish(rec: Recorder, value: Any) -> None:
     rec.record("ExecutionCompleted", output=value)
 
 
-async def _start(key: bytes, cmd: dict[str, Any]) -> dict[str, Any] | None:
+async def _start(key: bytes, cmd: dict[str, Any], where: str) -> dict[str, Any] | None:
     if executions.get(key) is not None:
-        return None  # idempotent start
+        # Idempotent start. In these runs every start-command is sent once, so this only
+        # happens when the table holds state for an execution whose start was never committed.
+        app.log.warning("spike-skip start of %s at %s: the table has it already", key, where)
+        return None
     if cmd.get("workflow") != WORKFLOW:
         return None
     state = _new_state(cmd)
@@ -242,17 +251,27 @@ async def _run_step_command(key: bytes, cmd: dict[str, Any]) -> None:
         await rec.flush()
 
 
+_last_offset: dict[int, int] = {}
+
+
 @app.agent(commands)
 async def w3(stream: faust.Stream[bytes]) -> None:
     async for event in stream.events():
         key = event.key
+        msg = event.message
+        last = _last_offset.get(msg.partition)
+        if last is not None and msg.offset != last + 1:
+            # Offsets of spike.commands this worker did not process in order: a seek after a
+            # rebalance (expected: back to the committed offset) or a skip.
+            app.log.warning("spike-gap partition %d: %d -> %d", msg.partition, last, msg.offset)
+        _last_offset[msg.partition] = msg.offset
         try:
             cmd = orjson.loads(event.value)
         except orjson.JSONDecodeError:
             continue
         kind = cmd.get("type")
         if kind == "StartExecution":
-            await _start(key, cmd)
+            await _start(key, cmd, f"{msg.partition}@{msg.offset}")
         elif kind == "RunStep":
             await _run_step_command(key, cmd)
 
@@ -272,11 +291,13 @@ if os.environ.get("SPIKE_FAUST_DEBUG") == "1":
     async def _debug() -> None:
         """Which topic groups and transactional producers this worker has."""
         producers = sorted(type(app.producer)._transaction_producers)
+        kafka_consumer = app.consumer._thread._consumer  # type: ignore[attr-defined]
         app.log.warning(
-            "spike-debug topic_groups=%r transactional_producers=%d first=%r",
+            "spike-debug topic_groups=%r transactional_producers=%d first=%r isolation=%r",
             dict(app.assignor._topic_groups),
             len(producers),
             producers[:3],
+            getattr(kafka_consumer._fetcher, "_isolation_level", None),
         )
 
 

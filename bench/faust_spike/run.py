@@ -244,6 +244,9 @@ READY_MARKER = {"cerebelum": "owning partitions", "faust": "Worker ready"}
 
 # Log lines worth counting: faust's swallowed transaction/recovery errors, fencing, retries.
 PATTERNS = [
+    "spike-skip",
+    "spike-gap",
+    "Aborted tx until highwater",
     "Exception in begin_transaction",
     "Exception in commit_transaction",
     "Exception in abort_transaction",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The faust spike, end to end, on a private broker (never the shared 127.0.0.1:19092).
-# See docs/faust-spike.md for what it measures and the results.
+# See docs/faust-spike.md for what it measures and the results. Takes ~25 minutes on 2 cores.
 #
 #   bench/faust_spike/run.sh            # from the repo root
 #
@@ -28,9 +28,9 @@ $RUN throughput --engine faust-inline --runs 3 -n 20000
 $RUN throughput --engine faust-loop   --runs 3 -n 5000   # ~4x slower: N cut to 5,000
 
 # Kill test: 2 workers, 5,000 executions, kill -9 one after a third completed.
-$RUN kill --engine cerebelum    --runs 2 -n 5000
-$RUN kill --engine faust-inline --runs 2 -n 5000
-$RUN kill --engine faust-loop   --runs 1 -n 5000
+$RUN kill --engine cerebelum    --runs 2 -n 5000 --timeout 120
+$RUN kill --engine faust-inline --runs 2 -n 5000 --timeout 120
+$RUN kill --engine faust-loop   --runs 1 -n 5000 --timeout 120
 
 if [ "${SPIKE_KEEP_SERVICES:-0}" != 1 ]; then
     $PY -m cerebelum.cli.dev down --root "$ROOT"
