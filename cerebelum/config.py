@@ -48,7 +48,9 @@ class Settings:
                 env.get("CEREBELUM_HEARTBEAT_INTERVAL_MS", defaults.heartbeat_interval_ms)
             ),
             group_instance_id=env.get("CEREBELUM_GROUP_INSTANCE_ID") or None,
-            shutdown_grace_s=float(env.get("CEREBELUM_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)),
+            shutdown_grace_s=float(
+                env.get("CEREBELUM_SHUTDOWN_GRACE_S", defaults.shutdown_grace_s)
+            ),
             max_concurrent_steps=int(
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
             ),

@@ -41,6 +41,7 @@ CMD_CANCEL = "CancelExecution"
 def transactional_id(partition: int) -> str:
     return f"{TRANSACTIONAL_ID_PREFIX}{partition}"
 
+
 # Header on cerebelum.state records: what restore needs without decoding the snapshot
 # (finished / step in flight / parked, and the pending timers). See worker/restore.py.
 HEADER_STATE_RECOVERY = "cerebelum.recovery"

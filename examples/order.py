@@ -2,8 +2,9 @@
 large orders, then ship.
 
     cerebelum worker --app examples.order
-    cerebelum start order --input '{"order_id": "o-1", "items": [{"sku": "tea", "qty": 2, "price": 4.5}]}' --wait
-    cerebelum signal ID approval --payload '{"approved": true, "by": "ana"}'    # for totals over 1000
+    cerebelum start order --wait \
+        --input '{"order_id": "o-1", "items": [{"sku": "tea", "qty": 2, "price": 4.5}]}'
+    cerebelum signal ID approval --payload '{"approved": true, "by": "ana"}'  # totals over 1000
 
 - `validate >> [reserve, charge]`: reserve and charge run concurrently; `review` waits for both.
 - `charge` retries with exponential backoff (durable timers) when the payment provider is down.

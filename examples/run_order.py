@@ -28,7 +28,11 @@ async def main(orders: int, api: str) -> int:
         for i in range(orders):
             eid = f"order-{uuid.uuid4().hex[:8]}"
             # Every third order's payment provider is "down" twice: watch it retry.
-            inputs = {"order_id": f"o-{i}", "items": ITEMS, "provider_down_attempts": 2 * (i % 3 == 0)}
+            inputs = {
+                "order_id": f"o-{i}",
+                "items": ITEMS,
+                "provider_down_attempts": 2 * (i % 3 == 0),
+            }
             await client.start("order", inputs, eid)
             ids.append(eid)
             print(f"started {eid}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh clone: installs and starts what it needs, then runs
-#   1. unit tests (pure, seconds), 2. integration tests (real Kafka and PostgreSQL),
-#   3. fault tests (killed and paused workers).
+#   0. lint and types, 1. unit tests (pure, seconds), 2. integration tests (real Kafka and
+#   PostgreSQL), 3. fault tests (killed and paused workers).
 # pytest's exit code 5 (no tests collected) fails this script like any other failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,6 +11,11 @@ export CEREBELUM_KAFKA=${CEREBELUM_KAFKA:-127.0.0.1:19092}
 export CEREBELUM_DATABASE_URL=${CEREBELUM_DATABASE_URL:-postgresql://cerebelum@127.0.0.1:15432/cerebelum}
 .venv/bin/cerebelum topics apply
 .venv/bin/cerebelum db migrate
+
+echo "== lint (ruff) and types (mypy --strict)"
+.venv/bin/ruff check cerebelum tests examples
+.venv/bin/ruff format --check cerebelum tests examples
+.venv/bin/mypy
 
 pytest=(.venv/bin/python -m pytest -p no:cacheprovider)
 echo "== unit tests"

@@ -118,7 +118,7 @@ def processes(
 
 
 @pytest.fixture
-async def client(settings: Settings, topics: None) -> AsyncIterator["Client"]:  # noqa: F821
+async def client(settings: Settings, topics: None) -> AsyncIterator[Client]:  # noqa: F821
     from cerebelum.client import Client
 
     async with Client(settings) as c:

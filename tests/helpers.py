@@ -29,8 +29,11 @@ async def events_since(
     await consumer.start()
     out: dict[str, list[dict]] = {eid: [] for eid in ids}
     try:
-        wanted = {tp: off for tp, off in since.items()
-                  if tp.partition in {partition_for(eid) for eid in ids}}
+        wanted = {
+            tp: off
+            for tp, off in since.items()
+            if tp.partition in {partition_for(eid) for eid in ids}
+        }
         consumer.assign(list(wanted))
         for tp, offset in wanted.items():
             consumer.seek(tp, offset)

@@ -24,7 +24,9 @@ def run_step(effect: RunStep) -> StepOutcome:
         if asyncio.iscoroutine(value):
             value = asyncio.run(value)
     except Exception as exc:
-        return StepOutcome(effect.execution_id, step.name, effect.token, False, error=exception_info(exc))
+        return StepOutcome(
+            effect.execution_id, step.name, effect.token, False, error=exception_info(exc)
+        )
     return StepOutcome(effect.execution_id, step.name, effect.token, True, value)
 
 
@@ -40,7 +42,9 @@ def simulate(
     """Run to the end. `signals` are sent (in order) whenever the execution waits for them."""
     signals = {k: list(v) for k, v in (signals or {}).items()}
     now = START
-    state, log, effects = decide(None, StartExecution(execution_id, workflow, inputs), now, registry)
+    state, log, effects = decide(
+        None, StartExecution(execution_id, workflow, inputs), now, registry
+    )
     timers: list[ArmTimer] = []
     steps: list[RunStep] = []
     for _ in range(max_inputs):

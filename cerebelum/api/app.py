@@ -243,9 +243,7 @@ async def _owner(inspector: ClusterInspector, partition: int) -> str | None:
     return description.owners().get(partition)
 
 
-async def _produce(
-    send: Any, execution_id: str, accepted: dict[str, Any]
-) -> OrjsonResponse:
+async def _produce(send: Any, execution_id: str, accepted: dict[str, Any]) -> OrjsonResponse:
     """Await a command's produce; 202 once Kafka acknowledged it, 503 if it did not."""
     try:
         await asyncio.wait_for(send, START_TIMEOUT_S)

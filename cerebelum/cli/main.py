@@ -10,7 +10,17 @@ from collections.abc import Sequence
 
 # Sub-command modules, in the order `--help` lists them.
 COMMANDS = (
-    "worker", "mirror", "api", "start", "signal", "status", "cluster", "verify", "topics", "db", "dev"
+    "worker",
+    "mirror",
+    "api",
+    "start",
+    "signal",
+    "status",
+    "cluster",
+    "verify",
+    "topics",
+    "db",
+    "dev",
 )
 
 

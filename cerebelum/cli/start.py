@@ -47,6 +47,14 @@ async def _start(args: argparse.Namespace, inputs: object) -> int:
         except TimeoutError:
             print(f"error: no result within {args.timeout}s", file=sys.stderr)
             return 1
-    print(orjson.dumps({"execution_id": result.execution_id, "status": result.status,
-                        "output": result.output, "error": result.error}).decode())
+    print(
+        orjson.dumps(
+            {
+                "execution_id": result.execution_id,
+                "status": result.status,
+                "output": result.output,
+                "error": result.error,
+            }
+        ).decode()
+    )
     return 0 if result.status == "completed" else 1

@@ -6,7 +6,12 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from cerebelum.admin.topics import DEFAULT_DECLARATIONS, TopicMismatch, apply_topics, load_declarations
+from cerebelum.admin.topics import (
+    DEFAULT_DECLARATIONS,
+    TopicMismatch,
+    apply_topics,
+    load_declarations,
+)
 from cerebelum.config import Settings
 
 

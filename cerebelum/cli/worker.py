@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Join the cerebelum-workers consumer group and run the workflows defined "
         "(as module-level Workflow objects) in --app. Endpoints come from CEREBELUM_KAFKA.",
     )
-    p.add_argument("--app", required=True, help="module defining the workflows, e.g. examples.order")
+    p.add_argument(
+        "--app", required=True, help="module defining the workflows, e.g. examples.order"
+    )
     p.add_argument("--instance-id", help="static group membership id (group.instance.id)")
     p.add_argument("--session-timeout-ms", type=int, help="crash detection time")
     p.set_defaults(func=run)

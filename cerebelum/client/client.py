@@ -49,7 +49,10 @@ class Client:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -89,7 +92,10 @@ class Client:
         """Queue a start-command; the returned future resolves once Kafka acknowledges it."""
         assert self._producer is not None, "call connect() or use `async with Client()`"
         value = start_command(execution_id, workflow, {} if inputs is None else inputs)
-        return await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode())
+        fut: asyncio.Future[Any] = await self._producer.send(
+            TOPIC_COMMANDS, value, execution_id.encode()
+        )
+        return fut
 
     async def ping(self) -> bool:
         """True if a broker answers a metadata request (the API's health check)."""
@@ -112,7 +118,11 @@ class Client:
         await (await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode()))
 
     async def run(
-        self, workflow: str, inputs: Any = None, execution_id: str | None = None, timeout: float = 60
+        self,
+        workflow: str,
+        inputs: Any = None,
+        execution_id: str | None = None,
+        timeout: float = 60,
     ) -> ExecutionResult:
         """Start an execution and wait for its end."""
         await self.listen()
@@ -193,4 +203,5 @@ def partition_for(execution_id: str, partitions: int = PARTITIONS) -> int:
     """The partition Kafka's default partitioner (murmur2) gives this key, as every client does."""
     from aiokafka.partitioner import murmur2
 
-    return (murmur2(execution_id.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(execution_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions

@@ -173,5 +173,10 @@ def signal_command(execution_id: str, signal: str, payload: Any) -> bytes:
 
 def cancel_command(execution_id: str, reason: str) -> bytes:
     return orjson.dumps(
-        {"type": CMD_CANCEL, "schema": COMMAND_SCHEMA, "execution_id": execution_id, "reason": reason}
+        {
+            "type": CMD_CANCEL,
+            "schema": COMMAND_SCHEMA,
+            "execution_id": execution_id,
+            "reason": reason,
+        }
     )

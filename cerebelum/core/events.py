@@ -14,7 +14,7 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
     DivergeTaken        step, rule, action, target
     BranchTaken         step, rule, action, target
     JumpTaken           from_step, to_step, node, kind ("back_to" | "skip_to"), iteration
-    TimerStarted        timer_id, fire_at, step (the node), node, purpose ("sleep" | "signal_timeout")
+    TimerStarted        timer_id, fire_at, step (the node), node, purpose (sleep|signal_timeout)
     TimerFired          timer_id
     SignalAwaited       signal, step, node, timeout_at
     ApprovalRequested   signal, step, node, timeout_at

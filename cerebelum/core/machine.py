@@ -326,7 +326,9 @@ class _Decider:
             self.jump(action, name)
         elif kind == r.FAIL:
             err_type = (error or {}).get("type", "Diverged")
-            self.fail(err_type, action.reason or (error or {}).get("message", "failed by rule"), name)
+            self.fail(
+                err_type, action.reason or (error or {}).get("message", "failed by rule"), name
+            )
         elif kind == r.CONTINUE:  # DivergeTaken(continue) already marked the step done
             if not self.s.attempts:
                 self.advance()
@@ -365,7 +367,9 @@ class _Decider:
             assert isinstance(node, WaitForSignal)
             action = node.on_timeout
             if action.kind == r.CONTINUE:
-                self.record(ev.STEP_COMPLETED, step=node.name, attempt=1, result=None, signal=node.signal)
+                self.record(
+                    ev.STEP_COMPLETED, step=node.name, attempt=1, result=None, signal=node.signal
+                )
                 self.after_completed(node.name, 1)
             elif action.kind == r.FAIL:
                 self.fail(
@@ -388,7 +392,9 @@ class _Decider:
         )
         queued = s.signals.get(node.signal)
         if queued:  # it arrived before the execution waited for it: kept, consumed now
-            self.record(ev.STEP_COMPLETED, step=node.name, attempt=1, result=queued[0], signal=node.signal)
+            self.record(
+                ev.STEP_COMPLETED, step=node.name, attempt=1, result=queued[0], signal=node.signal
+            )
             self.after_completed(node.name, 1)
         elif timeout_at is not None:
             timer_id = f"signal:{node.name}:{s.version + 1}"
@@ -427,7 +433,9 @@ def run_step_effect(state: Execution, wf: Workflow, step: Step) -> RunStep:
         if p == "inputs":
             kwargs[p] = state.inputs
         elif p == "ctx":
-            kwargs[p] = StepContext(state.id, wf.name, wf.version, step.name, attempt, state.iteration)
+            kwargs[p] = StepContext(
+                state.id, wf.name, wf.version, step.name, attempt, state.iteration
+            )
         else:
             kwargs[p] = state.results.get(p)
     return RunStep(state.id, step, attempt, state.running[step.name], kwargs)

@@ -82,7 +82,9 @@ class RetryPolicy:
         non_retryable: Iterable[type[BaseException] | str] = (),
     ) -> None:
         if max_attempts < 1 or initial_interval < 0 or backoff < 1 or not 0 <= jitter <= 1:
-            raise ValueError("RetryPolicy: max_attempts >= 1, intervals >= 0, backoff >= 1, jitter in [0, 1]")
+            raise ValueError(
+                "RetryPolicy: max_attempts >= 1, intervals >= 0, backoff >= 1, jitter in [0, 1]"
+            )
         object.__setattr__(self, "max_attempts", max_attempts)
         object.__setattr__(self, "initial_interval", initial_interval)
         object.__setattr__(self, "backoff", backoff)
@@ -127,7 +129,9 @@ class Rule:
         return bool(self.on) and any(t in error_types for t in self.on)
 
     def describe(self) -> str:
-        cond = f"on={','.join(self.on)}" if self.on else f"when={getattr(self.when, '__name__', '?')}"
+        cond = (
+            f"on={','.join(self.on)}" if self.on else f"when={getattr(self.when, '__name__', '?')}"
+        )
         return f"{self.kind}({self.node}, {cond}, then={self.then.describe()})"
 
 
@@ -144,7 +148,7 @@ def diverge(
     kinds: tuple[str, ...] = ()
     if on is not None:
         items = on if isinstance(on, (list, tuple, set, frozenset)) else [on]
-        kinds = tuple(_type_name(t) for t in items)  # type: ignore[arg-type]
+        kinds = tuple(_type_name(t) for t in items)
     return Rule("diverge", _name(node), then, kinds, when)
 
 

@@ -95,4 +95,12 @@ class Execution:
         return f"Execution({self.id!r}, {self.workflow!r}, {self.status}, v{self.version})"
 
 
-_TERMINAL_FIELDS = ("id", "workflow", "workflow_version", "status", "version", "started_at", "updated_at")
+_TERMINAL_FIELDS = (
+    "id",
+    "workflow",
+    "workflow_version",
+    "status",
+    "version",
+    "started_at",
+    "updated_at",
+)

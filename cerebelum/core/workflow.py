@@ -22,7 +22,7 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 from cerebelum.core.rules import BACK_TO, SKIP_TO, Action, RetryPolicy, Rule, fail
 from cerebelum.errors import WorkflowDefinitionError
@@ -55,7 +55,7 @@ class _Chainable:
     """`a >> b`, `a >> [b, c]` and `[a, b] >> c` build timelines."""
 
     def __rshift__(self, other: Any) -> Timeline:
-        return Timeline([self]) >> other
+        return Timeline([self]).__rshift__(other)
 
     def __rrshift__(self, other: Any) -> Timeline:
         return Timeline([_as_node(other)]) >> self
@@ -195,7 +195,7 @@ def approval(
     return WaitForSignal(signal, timeout, on_timeout or fail(), True, name)
 
 
-Node = Union[Step, Parallel, Sleep, WaitForSignal]
+Node = Step | Parallel | Sleep | WaitForSignal
 
 
 def _as_node(item: Any) -> Node:
@@ -286,7 +286,9 @@ class Workflow:
                 self.index[name] = i
         for rule in self.rules:
             if rule.node not in self.index:
-                raise WorkflowDefinitionError(self.name, f"{rule.describe()}: no node {rule.node!r}")
+                raise WorkflowDefinitionError(
+                    self.name, f"{rule.describe()}: no node {rule.node!r}"
+                )
             self._check_target(rule.then, rule.describe())
         for node in self.nodes:
             if isinstance(node, WaitForSignal):

@@ -233,7 +233,7 @@ def _ranges(parts: list[int]) -> str:
     if not parts:
         return "[]"
     out, start, prev = [], parts[0], parts[0]
-    for p in parts[1:] + [None]:  # type: ignore[list-item]
+    for p in [*parts[1:], None]:
         if p is not None and p == prev + 1:
             prev = p
             continue

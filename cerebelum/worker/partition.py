@@ -25,8 +25,8 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -64,7 +64,7 @@ MAX_SNAPSHOT_BYTES = 2 * 1024 * 1024
 # partition holds the event loop between awaits.
 MAX_BATCH = 5_000
 
-Input = ConsumerRecord | StepOutcome | TimerDue | Recover
+Input: TypeAlias = ConsumerRecord | StepOutcome | TimerDue | Recover
 
 
 class PartitionOwner:
@@ -192,7 +192,9 @@ class PartitionOwner:
                         batch = [self._inbox.popleft() for _ in range(n)]
                         await self._process(batch)
                 except ProducerFenced:
-                    log.warning("partition %d: fenced by a newer owner; dropping it", self.partition)
+                    log.warning(
+                        "partition %d: fenced by a newer owner; dropping it", self.partition
+                    )
                     self._stopping = True
                     self._on_broken(self.partition, True)
                     return
@@ -312,7 +314,7 @@ class PartitionOwner:
         self.transactions += 1
 
     async def _send_batched(
-        self, topic: str, records: list[tuple[bytes, bytes, bytes | None]]
+        self, topic: str, records: Sequence[tuple[bytes, bytes, bytes | None]]
     ) -> None:
         """Append records to record batches ourselves: one accumulator entry per batch instead
         of a send() (a future, a metadata check, a partitioner call) per record."""

@@ -65,7 +65,9 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
         if step.is_async:
             call = step.fn(**effect.kwargs)
         else:
-            call = asyncio.get_running_loop().run_in_executor(pool, lambda: step.fn(**effect.kwargs))
+            call = asyncio.get_running_loop().run_in_executor(
+                pool, lambda: step.fn(**effect.kwargs)
+            )
         value = await asyncio.wait_for(call, step.timeout) if step.timeout else await call
         _check_result(value)
     except asyncio.CancelledError:

@@ -42,7 +42,9 @@ async def test_kill_during_sleep_approval_and_fan_out(
     for eid in approvals:  # approvals arrive after the kill: the waits must have survived
         await client.signal(eid, "decision", {"approved": True, "by": "ops"})
 
-    results = await asyncio.gather(*(client.wait(e, timeout=120) for e in sleepers + approvals + fans))
+    results = await asyncio.gather(
+        *(client.wait(e, timeout=120) for e in sleepers + approvals + fans)
+    )
     assert [r.status for r in results] == ["completed"] * (3 * EACH)
     by_id = {r.execution_id: r.output for r in results}
     assert all(by_id[sleepers[i]] == {"n": i, "woke": True} for i in range(EACH))

@@ -25,7 +25,10 @@ async def test_kill_one_of_two_workers(
     processes.worker()
     ids = [unique(f"slow-{i}") for i in range(N)]
     await asyncio.gather(
-        *[await client.start_nowait("slow", {"n": i, "pause": 1.0}, eid) for i, eid in enumerate(ids)]
+        *[
+            await client.start_nowait("slow", {"n": i, "pause": 1.0}, eid)
+            for i, eid in enumerate(ids)
+        ]
     )
     waits = [asyncio.ensure_future(client.wait(eid, timeout=120)) for eid in ids]
     # Each execution takes 3 s of steps: once the first completes, the rest are mid-flight.

@@ -238,7 +238,6 @@ async def test_healthz(api: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok", "kafka": True, "database": True}
 
 
-
 async def test_signal_and_cancel_produce_commands(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:

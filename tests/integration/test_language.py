@@ -31,14 +31,11 @@ async def history(settings: Settings, since: dict, eid: str) -> list[dict]:
 
 
 async def test_parallel_fan_out_and_in(worker: None, client: Client, unique) -> None:
-    started = time.monotonic()
     result = await client.run("fanout", {"n": 1}, unique("fanout"), timeout=60)
     assert result.status == "completed" and result.output == {"sum": 2 + 3}
 
 
-async def test_retry_with_backoff(
-    settings: Settings, worker: None, client: Client, unique
-) -> None:
+async def test_retry_with_backoff(settings: Settings, worker: None, client: Client, unique) -> None:
     since = await end_offsets(settings)
     eid = unique("retrier")
     result = await client.run("retrier", {"succeed_on": 3}, eid, timeout=60)
@@ -110,9 +107,7 @@ async def test_cancel_drops_the_timer_and_runs_no_further_step(
     assert not [e for e in events if e.get("step") == "nap_end"]
 
 
-async def test_idempotent_start(
-    settings: Settings, worker: None, client: Client, unique
-) -> None:
+async def test_idempotent_start(settings: Settings, worker: None, client: Client, unique) -> None:
     since = await end_offsets(settings)
     eid = unique("twice")
     await client.start("w3", {"n": 1}, eid)
@@ -131,8 +126,14 @@ async def test_loops_and_the_iteration_guard(worker: None, client: Client, uniqu
 
 
 async def test_polling_example(worker: None, client: Client, unique) -> None:
-    result = await client.run("poll_job", {"job": "j", "ready_after": 3}, unique("poll"), timeout=60)
-    assert result.status == "completed" and result.output == {"job": "j", "status": "done", "polls": 3}
+    result = await client.run(
+        "poll_job", {"job": "j", "ready_after": 3}, unique("poll"), timeout=60
+    )
+    assert result.status == "completed" and result.output == {
+        "job": "j",
+        "status": "done",
+        "polls": 3,
+    }
 
 
 async def test_result_size_limit(worker: None, client: Client, unique) -> None:
@@ -163,6 +164,8 @@ async def test_state_size_limit_fails_the_execution_not_the_partition(
     assert result.status == "failed" and result.error["type"] == "LimitExceeded"
     # The same partition keeps working.
     neighbour = next(
-        c for c in (unique(f"n{i}") for i in range(10_000)) if partition_for(c) == partition_for(eid)
+        c
+        for c in (unique(f"n{i}") for i in range(10_000))
+        if partition_for(c) == partition_for(eid)
     )
     assert (await client.run("w3", {"n": 1}, neighbour, timeout=60)).status == "completed"

@@ -83,7 +83,11 @@ async def test_thousand_executions_reach_postgres(
 
     out = subprocess.run(
         [sys.executable, "-m", "cerebelum", "status", ids[7], "--events"],
-        cwd=ROOT, env=process_env(settings), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert '"status":"completed"' in out.stdout and "ExecutionCompleted" in out.stdout

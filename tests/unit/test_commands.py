@@ -34,9 +34,16 @@ def test_encode_then_parse_round_trips() -> None:
         (b'{"type": "StartExecution", "execution_id": "", "workflow": "w"}', "execution_id"),
         (b'{"type": "StartExecution", "execution_id": "e"}', "workflow"),
         (b'{"type": "Nope", "execution_id": "e"}', "unknown command type"),
-        (b'{"type": "StartExecution", "execution_id": "e", "workflow": "w", "schema": 9}', "schema"),
-        (json.dumps({"type": "StartExecution", "execution_id": "e" * 201, "workflow": "w"}).encode(),
-         "longer"),
+        (
+            b'{"type": "StartExecution", "execution_id": "e", "workflow": "w", "schema": 9}',
+            "schema",
+        ),
+        (
+            json.dumps(
+                {"type": "StartExecution", "execution_id": "e" * 201, "workflow": "w"}
+            ).encode(),
+            "longer",
+        ),
     ],
 )
 def test_bad_commands_are_refused_with_a_reason(raw: bytes | None, reason: str) -> None:

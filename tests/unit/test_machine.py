@@ -150,7 +150,9 @@ def test_branch_on_result() -> None:
 
 def test_a_broken_predicate_fails_the_execution_clearly() -> None:
     a = mk("a")
-    wf = Workflow("wf", [a, mk("b")], rules=[r.branch(a, when=lambda v: v["x"], then=r.skip_to("b"))])
+    wf = Workflow(
+        "wf", [a, mk("b")], rules=[r.branch(a, when=lambda v: v["x"], then=r.skip_to("b"))]
+    )
     state, _, effects, reg = start(wf)
     state, _, _ = decide(state, ok(effects[0], None), 1, reg)
     assert state.status == FAILED and state.error["type"] == "RuleError"
@@ -222,8 +224,9 @@ def test_a_changed_definition_fails_the_execution_instead_of_guessing() -> None:
 
 def test_history_limit() -> None:
     a = mk("a")
-    wf = Workflow("wf", [a], rules=[r.branch(a, when=lambda v: True, then=r.back_to(a))],
-                  max_iterations=10**9)
+    wf = Workflow(
+        "wf", [a], rules=[r.branch(a, when=lambda v: True, then=r.back_to(a))], max_iterations=10**9
+    )
     state, _, effects, reg = start(wf)
     n = 0
     while not state.terminal:
@@ -296,8 +299,14 @@ def workflows(draw: st.DrawFn) -> Workflow:
         else:
             on_timeout = draw(st.sampled_from([r.fail(), r.continue_()]))
             timeout = draw(st.sampled_from([None, 3]))
-            nodes.append(wait_for_signal(draw(st.sampled_from(["x", "y"])), timeout=timeout,
-                                         on_timeout=on_timeout, name=next(names)))
+            nodes.append(
+                wait_for_signal(
+                    draw(st.sampled_from(["x", "y"])),
+                    timeout=timeout,
+                    on_timeout=on_timeout,
+                    name=next(names),
+                )
+            )
     flat = [n for node in nodes for n in (node if isinstance(node, list) else [node])]
     step_names = [n.name for n in flat if isinstance(n, Step)]
     all_names = [n.name for n in flat]
@@ -307,8 +316,11 @@ def workflows(draw: st.DrawFn) -> Workflow:
             break
         at = draw(st.sampled_from(step_names))
         target = draw(st.sampled_from(all_names))
-        action = draw(st.sampled_from([r.retry(), r.continue_(), r.fail(), r.back_to(target),
-                                       r.skip_to(target)]))
+        action = draw(
+            st.sampled_from(
+                [r.retry(), r.continue_(), r.fail(), r.back_to(target), r.skip_to(target)]
+            )
+        )
         if draw(st.booleans()):
             rules.append(r.diverge(at, on="Boom", then=action))
         elif action.kind in (r.BACK_TO, r.SKIP_TO, r.FAIL):
@@ -330,8 +342,9 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
     pending: list[Any] = list(effects)
     delivered: list[Any] = []
     for _ in range(data.draw(st.integers(5, 60), label="steps")):
-        choice = data.draw(st.sampled_from(["effect", "effect", "effect", "signal", "dup",
-                                            "restart", "cancel"]))
+        choice = data.draw(
+            st.sampled_from(["effect", "effect", "effect", "signal", "dup", "restart", "cancel"])
+        )
         now += 1
         if choice == "restart":
             state = fold(log)
@@ -368,8 +381,11 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
     answered: set[int] = set()
     for e in log:
         if e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
-            token = max(s["version"] for s in log[: e["version"]] if s["type"] == "StepScheduled"
-                        and s["step"] == e["step"])
+            token = max(
+                s["version"]
+                for s in log[: e["version"]]
+                if s["type"] == "StepScheduled" and s["step"] == e["step"]
+            )
             assert token not in answered  # a result is recorded once per dispatch
             answered.add(token)
 

@@ -18,7 +18,11 @@ def execution(eid: str, **fields: object) -> Execution:
 def test_headers_say_finished_running_or_parked_with_timers() -> None:
     assert recovery_header(execution("a", status="completed")) == FINISHED
     assert recovery_header(execution("b", running={"s": 3})) == RUNNING
-    parked = execution("c", status="sleeping", timers={"sleep:n:4": {"fire_at": 99, "purpose": "sleep", "step": "n"}})
+    parked = execution(
+        "c",
+        status="sleeping",
+        timers={"sleep:n:4": {"fire_at": 99, "purpose": "sleep", "step": "n"}},
+    )
     assert recovery_header(parked) == PARKED + b"\n99 sleep:n:4"
 
 
@@ -31,7 +35,11 @@ def test_index_collects_timers_and_in_flight_executions_without_decoding() -> No
     }
     out = _index(table, recovery)
     assert out.running == ["b"]
-    assert sorted(out.timers) == [(5, "b", "retry:s:7"), (10, "c", "sleep:n:4"), (20, "c", "signal:w:9")]
+    assert sorted(out.timers) == [
+        (5, "b", "retry:s:7"),
+        (10, "c", "sleep:n:4"),
+        (20, "c", "signal:w:9"),
+    ]
     assert out.executions == table
 
 
