@@ -39,7 +39,7 @@ start() {
     echo "started $name ($!), log: $run_dir/$name.log"
 }
 echo "== processes"
-for i in 1 2 3; do start "worker-$i" worker --app examples.order; done
+for i in 1 2 3; do start "worker-$i" worker --app examples.app; done
 start mirror mirror
 start api api --port 8080
 

@@ -1,0 +1,6 @@
+"""Every example workflow, for `cerebelum worker --app examples.app` (what scripts/cluster.sh runs)."""
+
+from examples.order import order
+from examples.polling import poll_job
+
+__all__ = ["order", "poll_job"]
