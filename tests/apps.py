@@ -239,3 +239,49 @@ def _hoard(i: int) -> Step:
 
 
 hoarder = Workflow("hoarder", [_hoard(i) for i in range(12)])
+
+
+# A relay of short plain steps: while one runs, the next is about to be dispatched to the
+# thread pool, so a worker under this load always has a plain step coming up.
+
+
+@step
+def relay_1(inputs: dict) -> dict:
+    time.sleep(0.02)
+    return {"n": inputs["n"], "hops": 1}
+
+
+@step
+def relay_2(relay_1: dict) -> dict:
+    time.sleep(0.02)
+    return {**relay_1, "hops": relay_1["hops"] + 1}
+
+
+@step
+def relay_3(relay_2: dict) -> dict:
+    time.sleep(0.02)
+    return {**relay_2, "hops": relay_2["hops"] + 1}
+
+
+@step
+def relay_4(relay_3: dict) -> dict:
+    time.sleep(0.02)
+    return {**relay_3, "hops": relay_3["hops"] + 1}
+
+
+@step
+def relay_5(relay_4: dict) -> dict:
+    time.sleep(0.02)
+    return {**relay_4, "hops": relay_4["hops"] + 1}
+
+
+@step
+def relay_6(relay_5: dict) -> dict:
+    time.sleep(0.02)
+    return {**relay_5, "hops": relay_5["hops"] + 1}
+
+
+# Output {"n": n, "hops": 6}.
+failover_relay = Workflow(
+    "failover_relay", relay_1 >> relay_2 >> relay_3 >> relay_4 >> relay_5 >> relay_6
+)
