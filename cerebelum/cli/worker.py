@@ -55,18 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
         settings = replace(settings, **overrides)
     registry = load_registry(args.app)
-    asyncio.run(serve(settings, registry))
+    failed = asyncio.run(serve(settings, registry))
     if threading.active_count() > 1:
         # A plain step still running in a pool thread past the grace period cannot be
         # stopped, and Python would wait for it at exit. The partitions are released and the
         # step's outcome is unrecorded (its new owner runs it again), so leave now.
         log.warning("exiting with %d step thread(s) still running", threading.active_count() - 1)
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(1 if failed else 0)
+    return 1 if failed else 0
 
 
-async def serve(settings: Settings, registry: Registry) -> None:
+async def serve(settings: Settings, registry: Registry) -> bool:
+    """Run until SIGTERM/SIGINT (or a fatal error). True if it ended on an error."""
     from cerebelum.worker.app import Worker
 
     worker = Worker(settings, registry)
@@ -75,6 +76,11 @@ async def serve(settings: Settings, registry: Registry) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    fatal = asyncio.ensure_future(worker.fatal.wait())
+    await asyncio.wait([stopping, fatal], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    fatal.cancel()
     log.info("stopping: letting running steps settle, then leaving the group")
     await worker.stop()
+    return worker.failed is not None

@@ -54,6 +54,8 @@ class Worker:
         self._setups: set[asyncio.Task[None]] = set()
         self._fetch_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.fatal = asyncio.Event()
+        self.failed: BaseException | None = None
         # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
         self.worker_id = settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
         self.consumer = AIOKafkaConsumer(
@@ -79,6 +81,7 @@ class Worker:
         await self.consumer.start()
         self.consumer.subscribe([TOPIC_COMMANDS], listener=_Listener(self))
         self._fetch_task = asyncio.get_running_loop().create_task(self._fetch_loop())
+        self._fetch_task.add_done_callback(self._fetch_ended)
         log.info("worker started; workflows: %s", ", ".join(self.registry.names()))
 
     async def stop(self) -> None:
@@ -90,12 +93,24 @@ class Worker:
         # Let the last step outcomes reach their transactions before the owners stop.
         await asyncio.sleep(0.1)
         await self._release(list(self.owners))
+        self.runner.close()
         await self.consumer.stop()  # sends LeaveGroup (dynamic members): partitions move now
         self._stopped.set()
         log.info("worker stopped")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    def _fetch_ended(self, task: asyncio.Task[None]) -> None:
+        """The input loop only ends on stop(); anything else (a fatal group error such as a
+        session timeout the broker refuses) must end the process, not leave it idle."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("the worker's input loop failed: %r", error)
+            self.failed = error
+            self.fatal.set()
 
     # -- input -----------------------------------------------------------------------------
 

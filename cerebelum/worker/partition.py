@@ -294,7 +294,7 @@ class PartitionOwner:
                 TOPIC_DLQ,
                 reason,
             )
-            await send(
+            delivery = await send(
                 TOPIC_DLQ,
                 record.value if record.value is not None else b"",
                 record.key,
@@ -306,6 +306,7 @@ class PartitionOwner:
                     (HEADER_DLQ_SOURCE_OFFSET, str(record.offset).encode()),
                 ],
             )
+            delivery.add_done_callback(_retrieve)
         if last_offset >= 0:
             await self.producer.send_offsets_to_transaction(
                 {self.input_tp: last_offset + 1}, WORKER_GROUP
@@ -324,10 +325,12 @@ class PartitionOwner:
         for key, value, recovery in records:
             headers = [] if recovery is None else [(HEADER_STATE_RECOVERY, recovery)]
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                await self.producer.send_batch(batch, topic, partition=self.partition)
+                sent = await self.producer.send_batch(batch, topic, partition=self.partition)
+                sent.add_done_callback(_retrieve)
                 batch = self.producer.create_batch()  # the full batch is on its way
                 batch.append(key=key, value=value, timestamp=None, headers=headers)
-        await self.producer.send_batch(batch, topic, partition=self.partition)
+        sent = await self.producer.send_batch(batch, topic, partition=self.partition)
+        sent.add_done_callback(_retrieve)
 
     def _carry_out(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -341,3 +344,10 @@ class PartitionOwner:
             await self.producer.abort_transaction()
         except Exception:  # the producer may be unusable; the restore replaces it anyway
             log.debug("partition %d: abort failed", self.partition, exc_info=True)
+
+
+def _retrieve(delivery: asyncio.Future[Any]) -> None:
+    """Mark a delivery's error as seen: commit_transaction reports it (e.g. ProducerFenced),
+    and asyncio would otherwise log every failed batch as "exception never retrieved"."""
+    if not delivery.cancelled():
+        delivery.exception()

@@ -35,8 +35,13 @@ class StepRunner:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cerebelum-step")
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set by drain(): the worker is stopping, so steps dispatched from now on are left to
+        # the partition's next owner, which re-runs every scheduled, unrecorded step.
+        self._closing = False
 
     def submit(self, effect: RunStep, report: Report) -> None:
+        if self._closing:
+            return
         task = asyncio.get_running_loop().create_task(self._run(effect, report))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -51,11 +56,15 @@ class StepRunner:
         report(outcome)
 
     async def drain(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for running steps, then cancel the rest."""
+        """Start no more steps; wait up to `timeout` seconds for running ones, cancel the rest."""
+        self._closing = True
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for t in pending:
                 t.cancel()
+
+    def close(self) -> None:
+        """Release the thread pool, once no owner can dispatch a step any more."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
