@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 aiokafka.producer.sender.BACKOFF_OVERRIDE = 0.002
 
 # A partition whose queued inputs pass this is paused until its owner catches up: bounds memory
-# when the input arrives faster than transactions commit.
-MAX_BACKLOG = 20_000
+# when the input arrives faster than transactions commit (64 partitions x 2,000 records at most).
+MAX_BACKLOG = 2_000
 
 
 class Worker:
@@ -191,6 +191,9 @@ class Worker:
             max_batch_size=512 * 1024,
             # A single snapshot may reach MAX_SNAPSHOT_BYTES (2 MiB): requests must carry it.
             max_request_size=4 * 1024 * 1024,
+            # Retries here are transient coordinator races; 100 ms (the default) is a latency
+            # spike for the whole partition.
+            retry_backoff_ms=20,
         )
         await producer.start()  # init_transactions: fences the previous owner of `partition`
         return producer
