@@ -1,4 +1,4 @@
-"""Every example workflow, for `cerebelum worker --app examples.app` (what scripts/cluster.sh runs)."""
+"""Every example workflow, for `cerebelum worker --app examples.app` (scripts/cluster.sh)."""
 
 from examples.order import order
 from examples.polling import poll_job
