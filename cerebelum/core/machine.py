@@ -257,27 +257,13 @@ class _Decider:
         result = self.s.results.get(name)
         for rule in self.wf.diverge_rules.get(name, ()):
             if rule.when is not None and self._holds(rule, result, name):
-                self.record(
-                    ev.DIVERGE_TAKEN,
-                    step=name,
-                    rule=rule.describe(),
-                    action=rule.then.kind,
-                    target=rule.then.target,
-                )
-                self.take(rule.then, name, attempt, None)
+                self.follow(ev.DIVERGE_TAKEN, rule, name, attempt, None)
                 return
             if self.s.terminal:
                 return  # a predicate raised
         for rule in self.wf.branch_rules.get(name, ()):
             if self._holds(rule, result, name):
-                self.record(
-                    ev.BRANCH_TAKEN,
-                    step=name,
-                    rule=rule.describe(),
-                    action=rule.then.kind,
-                    target=rule.then.target,
-                )
-                self.take(rule.then, name, attempt, None)
+                self.follow(ev.BRANCH_TAKEN, rule, name, attempt, None)
                 return
             if self.s.terminal:
                 return
@@ -296,20 +282,21 @@ class _Decider:
         types = error.get("types") or [error.get("type", "Error")]
         for rule in self.wf.diverge_rules.get(name, ()):
             if rule.matches_error(types):
-                self.record(
-                    ev.DIVERGE_TAKEN,
-                    step=name,
-                    rule=rule.describe(),
-                    action=rule.then.kind,
-                    target=rule.then.target,
-                )
-                self.take(rule.then, name, attempt, error)
+                self.follow(ev.DIVERGE_TAKEN, rule, name, attempt, error)
                 return
         policy = self.wf.steps[name].retry if name in self.wf.steps else None
         if policy is not None and self._retryable(policy, attempt + 1, types):
             self.schedule_retry(name, attempt + 1, policy)
         else:
             self.fail(error.get("type", "Error"), error.get("message", ""), name)
+
+    def follow(
+        self, taken: str, rule: r.Rule, name: str, attempt: int, error: dict[str, Any] | None
+    ) -> None:
+        """Record that `rule` matched (DivergeTaken or BranchTaken), then carry out its action."""
+        then = rule.then
+        self.record(taken, step=name, rule=rule.describe(), action=then.kind, target=then.target)
+        self.take(then, name, attempt, error)
 
     def take(self, action: r.Action, name: str, attempt: int, error: dict[str, Any] | None) -> None:
         kind = action.kind
