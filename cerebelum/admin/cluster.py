@@ -41,6 +41,10 @@ WHERE status NOT IN ('completed', 'failed', 'cancelled') AND kafka_partition IS 
 GROUP BY kafka_partition
 """
 
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: retried, 10 x 0.3 s.
+COORDINATOR_MOVING = frozenset({14, 15, 16})
+COORDINATOR_RETRIES = 10
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
@@ -117,9 +121,15 @@ class ClusterInspector:
         admin, _ = await self._open()
         # One group per request: aiokafka 0.14 decodes a DescribeGroups v3 response with the v2
         # schema (no authorized_operations), which misreads every group after the first.
-        (response,) = await admin.describe_consumer_groups([group])
-        error, name, state, _ptype, _protocol, raw_members = response.groups[0][:6]
-        if error:  # e.g. the coordinator is loading the group: a retry will do
+        for attempt in range(COORDINATOR_RETRIES):
+            (response,) = await admin.describe_consumer_groups([group])
+            error, name, state, _ptype, _protocol, raw_members = response.groups[0][:6]
+            if error not in COORDINATOR_MOVING or attempt == COORDINATOR_RETRIES - 1:
+                break
+            # The group's coordinator is loading or has just moved (a fresh broker, a
+            # restart): it answers within a second or two.
+            await asyncio.sleep(0.3)
+        if error:
             raise for_code(error)(f"describing group {group}")
         description = GroupDescription(name, state, decode_members(raw_members, topic))
         if group == WORKER_GROUP and topic == TOPIC_COMMANDS:
