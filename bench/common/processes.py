@@ -19,6 +19,7 @@ from bench.common.base import APP, DIAG_PYTHONPATH, LOGS, POLL_S, ROOT, WALL_MIN
 from bench.common.procfs import Tracked
 from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS
+from cerebelum.worker.ranges import parse_ranges
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
@@ -103,18 +104,6 @@ def worker_env(items: list[str]) -> dict[str, str]:
     if any(key.startswith("BENCH_") for key in env):
         env.setdefault("PYTHONPATH", DIAG_PYTHONPATH)
     return env
-
-
-def parse_ranges(text: str) -> set[int]:
-    """'0-3,7,9-10' (the worker's log format) -> {0, 1, 2, 3, 7, 9, 10}."""
-    out: set[int] = set()
-    text = text.strip()
-    if text in ("", "[]"):
-        return out
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 class Cluster:

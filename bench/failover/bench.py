@@ -49,6 +49,7 @@ from cerebelum.admin.topics import apply_topics, load_declarations
 from cerebelum.client import partition_for
 from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
 from cerebelum.core.commands import start_command
+from cerebelum.worker.ranges import parse_ranges
 from cerebelum.worker.restore import restore_partitions
 
 HERE = Path(__file__).resolve().parent
@@ -110,16 +111,6 @@ _RESTORED = re.compile(
 
 def log_time(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-def parse_ranges(text: str) -> frozenset[int]:
-    if text == "[]":
-        return frozenset()
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return frozenset(out)
 
 
 class WorkerProcess:

@@ -185,19 +185,19 @@ class _Decider:
             for branch in node.branches:
                 self.schedule(branch, index, 1)
         elif isinstance(node, Sleep):
-            timer_id = f"sleep:{node.name}:{self.s.version + 1}"
-            fire_at = node.fire_at(self.now)
-            self.record(
-                ev.TIMER_STARTED,
-                timer_id=timer_id,
-                fire_at=fire_at,
-                step=node.name,
-                node=index,
-                purpose="sleep",
-            )
-            self.effects.append(ArmTimer(self.s.id, timer_id, fire_at))
+            self.start_timer("sleep", node.name, index, node.fire_at(self.now))
         elif isinstance(node, WaitForSignal):
             self._await_signal(node, index)
+
+    def start_timer(self, purpose: str, name: str, index: int, fire_at: int) -> None:
+        """Record a durable timer on node `index` and arm it (ids: "sleep:..." / "signal:...")."""
+        prefix = "sleep" if purpose == "sleep" else "signal"
+        timer_id = f"{prefix}:{name}:{self.s.version + 1}"
+        self.record(
+            ev.TIMER_STARTED, timer_id=timer_id, fire_at=fire_at, step=name, node=index,
+            purpose=purpose,
+        )  # fmt: skip
+        self.effects.append(ArmTimer(self.s.id, timer_id, fire_at))
 
     def advance(self) -> None:
         self.enter(self.s.cursor + 1)
@@ -384,16 +384,7 @@ class _Decider:
             )
             self.after_completed(node.name, 1)
         elif timeout_at is not None:
-            timer_id = f"signal:{node.name}:{s.version + 1}"
-            self.record(
-                ev.TIMER_STARTED,
-                timer_id=timer_id,
-                fire_at=timeout_at,
-                step=node.name,
-                node=index,
-                purpose="signal_timeout",
-            )
-            self.effects.append(ArmTimer(s.id, timer_id, timeout_at))
+            self.start_timer("signal_timeout", node.name, index, timeout_at)
 
     def on_signal(self, signal: str, payload: Any) -> None:
         self.record(ev.SIGNAL_RECEIVED, signal=signal, payload=payload)

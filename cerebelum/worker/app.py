@@ -29,6 +29,7 @@ from cerebelum.config import Settings
 from cerebelum.constants import TOPIC_COMMANDS, WORKER_GROUP, transactional_id
 from cerebelum.core.workflow import Registry
 from cerebelum.worker.partition import PartitionOwner
+from cerebelum.worker.ranges import format_ranges
 from cerebelum.worker.restore import restore_partitions
 from cerebelum.worker.runner import StepRunner
 
@@ -161,7 +162,9 @@ class Worker:
                 if not isinstance(exc, Exception):
                     raise  # cancelled: the partitions were revoked meanwhile
                 # The broker may be restarting or the coordinator moving: try again shortly.
-                log.exception("taking over partitions %s failed; retrying", _ranges(partitions))
+                log.exception(
+                    "taking over partitions %s failed; retrying", format_ranges(partitions)
+                )
                 await asyncio.sleep(1.0)
         for p, producer in zip(partitions, producers, strict=True):
             owner = PartitionOwner(
@@ -176,7 +179,7 @@ class Worker:
             self.owners[p] = owner
             owner.start()
             self.consumer.resume(TopicPartition(TOPIC_COMMANDS, p))
-        log.info("owning partitions %s", _ranges(sorted(self.owners)))
+        log.info("owning partitions %s", format_ranges(sorted(self.owners)))
 
     async def _start_producer(self, partition: int) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
@@ -238,24 +241,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = [tp.partition for tp in revoked]
         if parts:
-            log.info("revoked partitions %s", _ranges(sorted(parts)))
+            log.info("revoked partitions %s", format_ranges(sorted(parts)))
         await self.worker._release(parts)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         parts = [tp.partition for tp in assigned]
-        log.info("assigned partitions %s", _ranges(sorted(parts)))
+        log.info("assigned partitions %s", format_ranges(sorted(parts)))
         await self.worker._assign(parts)
-
-
-def _ranges(parts: list[int]) -> str:
-    if not parts:
-        return "[]"
-    out, start, prev = [], parts[0], parts[0]
-    for p in [*parts[1:], None]:
-        if p is not None and p == prev + 1:
-            prev = p
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if p is not None:
-            start = prev = p
-    return ",".join(out)

@@ -40,6 +40,7 @@ from cerebelum.client import Client, ExecutionResult, partition_for
 from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS, WORKER_GROUP
 from cerebelum.core.events import TERMINAL_EVENTS
+from cerebelum.worker.ranges import parse_ranges
 from tests.conftest import LOGS, ROOT, Processes, process_env
 from tests.helpers import assert_gapless, assert_results_recorded_once, end_offsets, events_since
 
@@ -107,17 +108,6 @@ _OWNERSHIP = re.compile(
 def log_time(stamp: str) -> float:
     """A log line's timestamp (logging's asctime, local time) as epoch seconds."""
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-def parse_ranges(text: str) -> frozenset[int]:
-    """The inverse of the worker's `_ranges`: "0-3,7,9-10" -> {0, 1, 2, 3, 7, 9, 10}."""
-    if text == "[]":
-        return frozenset()
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return frozenset(out)
 
 
 def ownership_events(member: Member) -> list[tuple[float, str, frozenset[int]]]:
