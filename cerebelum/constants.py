@@ -14,6 +14,8 @@ TOPIC_COMMANDS = "cerebelum.commands"
 TOPIC_EVENTS = "cerebelum.events"
 TOPIC_STATE = "cerebelum.state"
 TOPIC_DLQ = "cerebelum.dlq"
+# Compacted, key = worker id: the workflows (names, versions, graphs) each live worker runs.
+TOPIC_WORKFLOWS = "cerebelum.workflows"
 
 WORKER_GROUP = "cerebelum-workers"
 MIRROR_GROUP = "cerebelum-mirror"
@@ -27,6 +29,8 @@ HEADER_DLQ_REASON = "cerebelum.dlq.reason"
 HEADER_DLQ_SOURCE_TOPIC = "cerebelum.dlq.source-topic"
 HEADER_DLQ_SOURCE_PARTITION = "cerebelum.dlq.source-partition"
 HEADER_DLQ_SOURCE_OFFSET = "cerebelum.dlq.source-offset"
+# The execution id the command named, when it could be read (the key may be null or wrong).
+HEADER_DLQ_EXECUTION_ID = "cerebelum.dlq.execution-id"
 
 # Schema version written into every command and event; readers accept <= their own.
 COMMAND_SCHEMA = 1

@@ -24,6 +24,7 @@ from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS
 from cerebelum.core.commands import cancel_command, signal_command, start_command
 from cerebelum.core.events import EXECUTION_COMPLETED, TERMINAL_EVENTS
+from cerebelum.core.ids import home_partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,4 @@ def _result_of(event: dict[str, Any]) -> ExecutionResult:
 
 def partition_for(execution_id: str, partitions: int = PARTITIONS) -> int:
     """The partition Kafka's default partitioner (murmur2) gives this key, as every client does."""
-    from aiokafka.partitioner import murmur2
-
-    hashed: int = murmur2(execution_id.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
+    return home_partition(execution_id, partitions)

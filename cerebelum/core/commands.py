@@ -1,7 +1,8 @@
 """Inputs to the state machine: commands from Kafka and outcomes reported by the worker.
 
 Wire format of a command on cerebelum.commands (documented in docs/start-command.md):
-key = execution_id (UTF-8), value = a JSON object
+key = execution_id (UTF-8; the record must sit on the id's home partition, see core/ids.py),
+value = a JSON object
 
     {"type": "StartExecution", "execution_id": "...", "workflow": "...", "inputs": {...}}
     {"type": "SendSignal", "execution_id": "...", "signal": "approval", "payload": {...}}
@@ -10,17 +11,18 @@ key = execution_id (UTF-8), value = a JSON object
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from cerebelum.constants import CMD_CANCEL, CMD_SIGNAL, CMD_START, COMMAND_SCHEMA
+from cerebelum.core.ids import MAX_ID_LENGTH, id_problem
 from cerebelum.errors import InvalidCommand, LimitExceeded
 
 # A command larger than this is refused: state snapshots carry the inputs, and Kafka's default
 # max.message.bytes is 1 MiB, so inputs must leave room for step results beside them.
 MAX_COMMAND_BYTES = 256 * 1024
-MAX_EXECUTION_ID_LENGTH = 200
+MAX_EXECUTION_ID_LENGTH = MAX_ID_LENGTH
 
 
 class StartExecution:
@@ -117,26 +119,16 @@ def parse_command(raw: bytes | None) -> Command:
         raise InvalidCommand(f"value is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidCommand("value must be a JSON object")
-    execution_id = body.get("execution_id")
-    if not isinstance(execution_id, str) or not execution_id:
-        raise InvalidCommand("field 'execution_id' must be a non-empty string")
-    if len(execution_id) > MAX_EXECUTION_ID_LENGTH:
-        raise InvalidCommand(
-            f"field 'execution_id' is longer than {MAX_EXECUTION_ID_LENGTH} characters"
-        )
+    execution_id = _name_field(body, "execution_id", None)
     schema = body.get("schema", COMMAND_SCHEMA)
     if not isinstance(schema, int) or schema > COMMAND_SCHEMA:
         raise InvalidCommand(f"unsupported command schema {schema!r}", execution_id)
     kind = body.get("type")
     if kind == CMD_START:
-        workflow = body.get("workflow")
-        if not isinstance(workflow, str) or not workflow:
-            raise InvalidCommand("field 'workflow' must be a non-empty string", execution_id)
+        workflow = _name_field(body, "workflow", execution_id)
         return StartExecution(execution_id, workflow, body.get("inputs", {}))
     if kind == CMD_SIGNAL:
-        signal = body.get("signal")
-        if not isinstance(signal, str) or not signal:
-            raise InvalidCommand("field 'signal' must be a non-empty string", execution_id)
+        signal = _name_field(body, "signal", execution_id)
         return SendSignal(execution_id, signal, body.get("payload"))
     if kind == CMD_CANCEL:
         reason = body.get("reason", "cancelled")
@@ -144,6 +136,15 @@ def parse_command(raw: bytes | None) -> Command:
             raise InvalidCommand("field 'reason' must be a string", execution_id)
         return CancelExecution(execution_id, reason)
     raise InvalidCommand(f"unknown command type {kind!r}", execution_id)
+
+
+def _name_field(body: dict[str, Any], field: str, execution_id: str | None) -> str:
+    """body[field], which must follow the id alphabet (cerebelum.core.ids)."""
+    value = body.get(field)
+    problem = id_problem(value, f"field {field!r}")
+    if problem is not None:
+        raise InvalidCommand(problem, execution_id)
+    return cast(str, value)
 
 
 def start_command(execution_id: str, workflow: str, inputs: Any) -> bytes:

@@ -88,7 +88,7 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
     """The events and effects that `command` causes for the execution in `state`.
 
     Raises InvalidCommand (the worker sends the command to the DLQ) for a start of an unknown
-    workflow, or a signal or cancel for an execution that does not exist.
+    workflow, or a signal or cancel for an execution that does not exist or has ended.
     """
     if isinstance(command, StartExecution):
         if state is not None:
@@ -111,6 +111,12 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
             raise InvalidCommand(f"no execution {command.execution_id!r}", command.execution_id)
         return None, [], []
     if state.terminal:
+        if isinstance(command, (SendSignal, CancelExecution)):
+            what = "signal" if isinstance(command, SendSignal) else "cancel"
+            raise InvalidCommand(
+                f"{what} for execution {command.execution_id!r}, which has ended ({state.status})",
+                command.execution_id,
+            )
         return state, [], []
     wf = registry.get(state.workflow, state.workflow_version)
     d = _Decider(state, wf, now)  # type: ignore[arg-type]

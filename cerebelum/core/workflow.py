@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cerebelum.core.ids import id_problem
 from cerebelum.core.rules import BACK_TO, SKIP_TO, Action, RetryPolicy, Rule, fail
 from cerebelum.errors import WorkflowDefinitionError
 
@@ -263,8 +264,9 @@ class Workflow:
         return tuple(b.name for b in node.branches) if isinstance(node, Parallel) else (node.name,)
 
     def _validate(self) -> None:
-        if not self.name:
-            raise WorkflowDefinitionError(self.name, "a workflow needs a name")
+        problem = id_problem(self.name, "a workflow's name")
+        if problem is not None:
+            raise WorkflowDefinitionError(self.name, problem)
         if not self.nodes:
             raise WorkflowDefinitionError(self.name, "a workflow needs at least one node")
         for i, node in enumerate(self.nodes):
@@ -279,6 +281,8 @@ class Workflow:
                                 "'ctx' nor an earlier node",
                             )
                     self.steps[member.name] = member
+            if isinstance(node, WaitForSignal) and (problem := id_problem(node.signal, "signal")):
+                raise WorkflowDefinitionError(self.name, problem)
             for name in self.node_names(node):
                 if name in self.index or name in SPECIAL_PARAMS:
                     raise WorkflowDefinitionError(self.name, f"node name {name!r} is used twice")

@@ -42,7 +42,7 @@ def test_encode_then_parse_round_trips() -> None:
             json.dumps(
                 {"type": "StartExecution", "execution_id": "e" * 201, "workflow": "w"}
             ).encode(),
-            "longer",
+            "over the limit of 200",
         ),
     ],
 )
@@ -54,3 +54,20 @@ def test_bad_commands_are_refused_with_a_reason(raw: bytes | None, reason: str) 
 def test_oversized_commands_are_refused() -> None:
     with pytest.raises(LimitExceeded):
         parse_command(b" " * (MAX_COMMAND_BYTES + 1))
+
+
+@pytest.mark.parametrize(
+    ("execution_id", "found"),
+    [("a\x00b", "'\\x00'"), ("a/b", "'/'"), ("a\nb", "'\\n'"), ("..", "begin"), ("é", "begin")],
+)
+def test_ids_outside_the_alphabet_are_refused(execution_id: str, found: str) -> None:
+    raw = json.dumps({"type": "StartExecution", "execution_id": execution_id, "workflow": "w"})
+    with pytest.raises(InvalidCommand) as info:
+        parse_command(raw.encode())
+    assert found in info.value.reason
+
+
+def test_a_signal_name_outside_the_alphabet_is_refused() -> None:
+    raw = json.dumps({"type": "SendSignal", "execution_id": "e-1", "signal": "a/b"})
+    with pytest.raises(InvalidCommand, match="field 'signal' may only contain"):
+        parse_command(raw.encode())

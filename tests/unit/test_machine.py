@@ -370,6 +370,10 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
         else:
             continue
         delivered.append(command)
+        if state.terminal and isinstance(command, (SendSignal, CancelExecution)):
+            with pytest.raises(InvalidCommand, match="which has ended"):
+                decide(state, command, now, reg)  # dead-lettered: the caller is told
+            continue
         state, events, effects = decide(state, command, now, reg)
         log += events
         pending += effects
