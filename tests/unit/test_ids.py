@@ -38,7 +38,8 @@ def test_valid_ids(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "a/b", "a b", "a\x00", "a\x7f", "\x01", ".", "..", "-a", "é", "a%2F", "a" * 201, 7]
+    "value",
+    ["", "a/b", "a b", "a\x00", "a\x7f", "\x01", ".", "..", "-a", "é", "a%2F", "a" * 201, 7],
 )
 def test_invalid_ids_say_why(value: object) -> None:
     assert not is_valid_id(value)
