@@ -128,7 +128,7 @@ def _execution_failed(s: Execution, e: Event) -> None:
 def _execution_cancelled(s: Execution, e: Event) -> None:
     _leave_node(s)
     s.status = CANCELLED
-    s.error = {"type": "Cancelled", "message": e["reason"]}
+    s.error = ev.cancelled_error(e["reason"])
 
 
 def _noop(s: Execution, e: Event) -> None:

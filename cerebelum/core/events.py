@@ -96,6 +96,11 @@ def error_info(
     return info
 
 
+def cancelled_error(reason: str) -> dict[str, Any]:
+    """The error of a cancelled execution: one shape in the state, PostgreSQL and the client."""
+    return error_info("Cancelled", reason)
+
+
 def exception_info(exc: BaseException) -> dict[str, Any]:
     types = [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)]
     return error_info(type(exc).__name__, str(exc), types=types)
