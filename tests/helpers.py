@@ -58,10 +58,11 @@ def assert_gapless(events: list[dict]) -> None:
 
 
 def assert_results_recorded_once(events: list[dict]) -> None:
-    """Each dispatch (StepScheduled) is answered by at most one StepCompleted/StepFailed."""
+    """Each dispatch (StepScheduled, or StepRescheduled after an owner change) is answered by at
+    most one StepCompleted/StepFailed."""
     open_steps: dict[str, int] = {}
     for e in events:
-        if e["type"] == "StepScheduled":
+        if e["type"] in ("StepScheduled", "StepRescheduled"):
             open_steps[e["step"]] = e["version"]
         elif e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
             assert e["step"] in open_steps, f"{e['step']} answered twice: {e}"

@@ -163,7 +163,7 @@ def _results_recorded_twice(
     scheduled: set[str | None] = set()  # steps dispatched within what was read
     findings = []
     for e in history:
-        if e.type == ev.STEP_SCHEDULED:
+        if e.type in (ev.STEP_SCHEDULED, ev.STEP_RESCHEDULED):
             open_steps.add(e.step)
             scheduled.add(e.step)
         elif e.closes:

@@ -51,11 +51,18 @@ def _scheduled(s: Execution, e: Event) -> None:
     s.running[e["step"]] = e["version"]
 
 
+def _rescheduled(s: Execution, e: Event) -> None:
+    s.attempts[e["step"]] = e["attempt"]
+    s.running[e["step"]] = e["version"]  # the old run's report, if any, is now stale
+    s.redispatches[e["step"]] = e["redispatch"]
+
+
 def _completed(s: Execution, e: Event) -> None:
     step = e["step"]
     s.results[step] = e["result"]
     s.attempts.pop(step, None)
     s.running.pop(step, None)
+    s.redispatches.pop(step, None)
     signal = e.get("signal")
     if signal is not None:
         s.waiting = None
@@ -81,6 +88,7 @@ def _retry_scheduled(s: Execution, e: Event) -> None:
 def _diverge_taken(s: Execution, e: Event) -> None:
     if e["action"] == "continue":
         s.attempts.pop(e["step"], None)  # the failed step counts as done
+        s.redispatches.pop(e["step"], None)
 
 
 def _jump_taken(s: Execution, e: Event) -> None:
@@ -144,6 +152,7 @@ def _leave_node(s: Execution) -> None:
     """Drop everything pending on the current node: its steps, timers and wait."""
     s.attempts.clear()
     s.running.clear()
+    s.redispatches.clear()
     s.timers.clear()
     s.waiting = None
 
@@ -154,6 +163,7 @@ _HANDLERS: dict[str, Callable[[Execution, Event], None]] = {
     ev.STEP_COMPLETED: _completed,
     ev.STEP_FAILED: _failed,
     ev.STEP_RETRY_SCHEDULED: _retry_scheduled,
+    ev.STEP_RESCHEDULED: _rescheduled,
     ev.DIVERGE_TAKEN: _diverge_taken,
     ev.BRANCH_TAKEN: _noop,
     ev.JUMP_TAKEN: _jump_taken,

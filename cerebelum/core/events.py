@@ -11,6 +11,8 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
     StepCompleted       step, attempt, result [, signal]  (a signal wait completes with its payload)
     StepFailed          step, attempt, error {type, types, message}
     StepRetryScheduled  step, attempt (the next one), timer_id, fire_at, delay_ms
+    StepRescheduled     step, attempt (the next one), reason, redispatch (how many times so far)
+                        a step in flight when its partition changed owner runs again
     DivergeTaken        step, rule, action, target
     BranchTaken         step, rule, action, target
     JumpTaken           from_step, to_step, node, kind ("back_to" | "skip_to"), iteration
@@ -35,6 +37,7 @@ STEP_SCHEDULED = "StepScheduled"
 STEP_COMPLETED = "StepCompleted"
 STEP_FAILED = "StepFailed"
 STEP_RETRY_SCHEDULED = "StepRetryScheduled"
+STEP_RESCHEDULED = "StepRescheduled"
 DIVERGE_TAKEN = "DivergeTaken"
 BRANCH_TAKEN = "BranchTaken"
 JUMP_TAKEN = "JumpTaken"
@@ -54,6 +57,7 @@ EVENT_TYPES = frozenset(
         STEP_COMPLETED,
         STEP_FAILED,
         STEP_RETRY_SCHEDULED,
+        STEP_RESCHEDULED,
         DIVERGE_TAKEN,
         BRANCH_TAKEN,
         JUMP_TAKEN,

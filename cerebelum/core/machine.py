@@ -5,6 +5,9 @@
 `decide` changes state only through `apply` (cerebelum.core.apply), so folding the events it
 returns from nothing always gives the state the live worker holds (invariant 5). Effects are
 what the worker must do once the events are durable: run a step, arm a timer.
+
+`decide` never changes the state it is given: it works on a copy, so an input it refuses
+(InvalidCommand) or a bug that makes it raise half-way leaves the caller's state as it was.
 """
 
 from __future__ import annotations
@@ -46,24 +49,42 @@ MAX_HISTORY = 10_000
 # Errors that no retry can cure: raised on purpose, or produced by the engine's own limits.
 NON_RETRYABLE = frozenset({"StepError", "LimitExceeded"})
 
+# A step that was in flight when its partition changed owner this many times runs isolated, in
+# a child process, from then on: if it is what kills its worker (os._exit, a segfault, the OOM
+# killer), it then kills only the child, and fails (StepCrashed) instead of taking every worker
+# that takes the partition down in turn. Once is an ordinary failover; twice in a row is the
+# signature of a poison step (DESIGN.md, invariant 9).
+ISOLATE_AFTER_REDISPATCHES = 2
+
 
 class RunStep:
     """Effect: run `step` with `kwargs` (within `step.timeout`) and report a StepOutcome
-    carrying `token`, the version of the StepScheduled event this run answers."""
+    carrying `token`, the version of the StepScheduled event this run answers. `isolated`: run
+    it in a child process (see ISOLATE_AFTER_REDISPATCHES)."""
 
-    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs")
+    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs", "isolated")
 
     def __init__(
-        self, execution_id: str, step: Step, attempt: int, token: int, kwargs: dict[str, Any]
+        self,
+        execution_id: str,
+        step: Step,
+        attempt: int,
+        token: int,
+        kwargs: dict[str, Any],
+        isolated: bool = False,
     ) -> None:
         self.execution_id = execution_id
         self.step = step
         self.attempt = attempt
         self.token = token
         self.kwargs = kwargs
+        self.isolated = isolated
 
     def __repr__(self) -> str:
-        return f"RunStep({self.execution_id!r}, {self.step.name!r}, attempt={self.attempt})"
+        isolated = ", isolated" if self.isolated else ""
+        return (
+            f"RunStep({self.execution_id!r}, {self.step.name!r}, attempt={self.attempt}{isolated})"
+        )
 
 
 class ArmTimer:
@@ -119,7 +140,7 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
             )
         return state, [], []
     wf = registry.get(state.workflow, state.workflow_version)
-    d = _Decider(state, wf, now)  # type: ignore[arg-type]
+    d = _Decider(state.copy(), wf, now)  # type: ignore[arg-type]
     if wf is None:
         versions = registry.versions(state.workflow)
         d.fail(
@@ -401,10 +422,18 @@ class _Decider:
             self.after_completed(node.name, 1)
 
     def on_recover(self) -> None:
-        """Re-issue the steps scheduled but not recorded (at least once) and the timers."""
+        """The partition changed owner: run again the steps that were in flight (at least
+        once), each recorded as a new attempt before it runs, and re-arm the timers."""
         s = self.s
-        for name in s.running:
-            self.effects.append(run_step_effect(s, self.wf, self.wf.steps[name]))
+        for name in list(s.running):
+            self.record(
+                ev.STEP_RESCHEDULED,
+                step=name,
+                attempt=s.attempts[name] + 1,
+                reason="owner changed",
+                redispatch=s.redispatches.get(name, 0) + 1,
+            )
+            self.effects.append(run_step_effect(self.s, self.wf, self.wf.steps[name]))
         for timer_id, timer in s.timers.items():
             self.effects.append(ArmTimer(s.id, timer_id, timer["fire_at"]))
 
@@ -422,4 +451,5 @@ def run_step_effect(state: Execution, wf: Workflow, step: Step) -> RunStep:
             )
         else:
             kwargs[p] = state.results.get(p)
-    return RunStep(state.id, step, attempt, state.running[step.name], kwargs)
+    isolated = state.redispatches.get(step.name, 0) >= ISOLATE_AFTER_REDISPATCHES
+    return RunStep(state.id, step, attempt, state.running[step.name], kwargs, isolated)

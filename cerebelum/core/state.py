@@ -29,6 +29,7 @@ class Execution:
         "timers",
         "waiting",
         "signals",
+        "redispatches",
         "iteration",
         "version",
         "output",
@@ -57,6 +58,9 @@ class Execution:
         self.waiting: str | None = None
         # Signals received and not yet consumed by a wait: name -> payloads, oldest first.
         self.signals: dict[str, list[Any]] = {}
+        # Steps of the current node that were in flight when their worker changed -> how many
+        # times (kept across retries, so a step that crashed its worker stays isolated).
+        self.redispatches: dict[str, int] = {}
         # back_to jumps taken so far (the loop guard counts these).
         self.iteration = 0
         self.version = 0
@@ -68,6 +72,21 @@ class Execution:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def copy(self) -> Execution:
+        """A copy that `apply` can change without touching this one: the containers `apply`
+        mutates are copied; the values in them (results, payloads, timer dicts) never are
+        mutated, so they are shared."""
+        ex = Execution.__new__(Execution)
+        for name in _SCALARS:
+            setattr(ex, name, getattr(self, name))
+        ex.results = dict(self.results)
+        ex.attempts = dict(self.attempts)
+        ex.running = dict(self.running)
+        ex.timers = dict(self.timers)
+        ex.signals = {name: list(queued) for name, queued in self.signals.items()}
+        ex.redispatches = dict(self.redispatches)
+        return ex
 
     def to_record(self) -> dict[str, Any]:
         """The snapshot written to cerebelum.state (the restore source)."""
@@ -94,6 +113,13 @@ class Execution:
     def __repr__(self) -> str:
         return f"Execution({self.id!r}, {self.workflow!r}, {self.status}, v{self.version})"
 
+
+# Fields holding immutable values (or values apply replaces rather than mutates).
+_SCALARS = tuple(
+    name
+    for name in Execution.__slots__
+    if name not in ("results", "attempts", "running", "timers", "signals", "redispatches")
+)
 
 _TERMINAL_FIELDS = (
     "id",

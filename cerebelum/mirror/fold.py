@@ -40,6 +40,7 @@ EFFECTS: dict[str, Effect] = {
         ),
     ),
     ev.STEP_SCHEDULED: Effect("running", (("current_step", "step"),)),
+    ev.STEP_RESCHEDULED: Effect("running", (("current_step", "step"),)),
     ev.STEP_FAILED: Effect(None, (("error", "error"),)),
     ev.EXECUTION_COMPLETED: Effect("completed", (("output", "output"), ("finished_at", AT))),
     ev.EXECUTION_FAILED: Effect("failed", (("error", "error"), ("finished_at", AT))),

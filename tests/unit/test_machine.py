@@ -252,10 +252,45 @@ def test_recover_reissues_running_steps_and_timers() -> None:
     state, events, timers = decide(state, err(effects[1]), 3, reg)  # c waits to retry
     restored = fold(log + events)  # what a new owner rebuilds
     recovered = decide(restored, Recover("e"), 4, reg)
-    assert recovered[1] == []  # recovery records nothing
+    # the re-run is recorded as a new attempt before it runs; the retry timer is re-armed
+    (again,) = recovered[1]
+    assert again["type"] == "StepRescheduled" and again["step"] == "b"
+    assert again["attempt"] == 2 and again["redispatch"] == 1
+    assert again["reason"] == "owner changed"
     run, timer = recovered[2]
-    assert run.step.name == "b" and run.kwargs == {"a": 5} and run.token == effects[0].token
+    assert run.step.name == "b" and run.kwargs == {"a": 5} and run.attempt == 2
+    assert run.token == again["version"] and not run.isolated
     assert timer.timer_id == timers[0].timer_id and timer.fire_at == timers[0].fire_at
+    # the first run's report is stale now: only the re-run's counts
+    state = recovered[0]
+    assert decide(state, ok(effects[0], 1), 5, reg)[1] == []
+
+
+def test_a_step_in_flight_at_two_owner_changes_runs_isolated_and_its_crash_fails_it() -> None:
+    state, log, effects, reg = start(Workflow("wf", [mk("a"), mk("b")]))
+    for redispatch in (1, 2):
+        state, events, effects = decide(state, Recover("e"), redispatch, reg)
+        log += events
+        assert effects[0].isolated == (redispatch == 2)
+    crashed = {"type": "StepCrashed", "types": ["StepCrashed"], "message": "died (signal 9)"}
+    state, events, _ = decide(state, StepOutcome("e", "a", effects[0].token, False, None, crashed),
+                              3, reg)  # fmt: skip
+    log += events
+    assert state.status == FAILED and state.error["type"] == "StepCrashed"
+    assert [e["attempt"] for e in log if e["type"] == "StepFailed"] == [3]
+    assert fold(log) == state
+
+
+def test_isolation_outlives_a_retry_and_ends_with_the_step() -> None:
+    policy = r.RetryPolicy(max_attempts=5, initial_interval=1)
+    state, _, effects, reg = start(Workflow("wf", [mk("a", policy), mk("b")]))
+    for n in (1, 2):
+        state, _, effects = decide(state, Recover("e"), n, reg)
+    state, _, timers = decide(state, err(effects[0]), 3, reg)
+    state, _, effects = decide(state, TimerDue("e", timers[0].timer_id), 10, reg)
+    assert effects[0].isolated and effects[0].attempt == 4
+    state, _, effects = decide(state, ok(effects[0]), 11, reg)
+    assert effects[0].step.name == "b" and not effects[0].isolated
 
 
 def test_workflow_definitions_are_checked_at_build_time() -> None:
@@ -374,7 +409,12 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
             with pytest.raises(InvalidCommand, match="which has ended"):
                 decide(state, command, now, reg)  # dead-lettered: the caller is told
             continue
-        state, events, effects = decide(state, command, now, reg)
+        before = state.to_record() if state is not None else None
+        new_state, events, effects = decide(state, command, now, reg)
+        # decide works on a copy: the state it was given is untouched whatever it decided
+        assert (state.to_record() if state is not None else None) == before
+        assert events == [] or new_state is not state
+        state = new_state
         log += events
         pending += effects
         assert fold(log) == state
@@ -388,7 +428,7 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
             token = max(
                 s["version"]
                 for s in log[: e["version"]]
-                if s["type"] == "StepScheduled" and s["step"] == e["step"]
+                if s["type"] in ("StepScheduled", "StepRescheduled") and s["step"] == e["step"]
             )
             assert token not in answered  # a result is recorded once per dispatch
             answered.add(token)
