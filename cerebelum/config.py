@@ -17,12 +17,23 @@ DEFAULT_DATABASE_URL = "postgresql://cerebelum@127.0.0.1:15432/cerebelum"
 class Settings:
     kafka_bootstrap: str = DEFAULT_KAFKA
     database_url: str = DEFAULT_DATABASE_URL
-    # Crash detection time: a dead worker's partitions move after this long. 6 s keeps a
-    # failover (detection + restore) under 10 s (bench/failover) and still rides out a few
-    # seconds of a stalled event loop; 3 s gives ~4 s failovers at more risk of false alarms.
+    # The worker group's protocol: "consumer" (KIP-848, Kafka 4.0+: the broker assigns
+    # partitions incrementally and owns the session timeout, group.consumer.session.timeout.ms)
+    # or "classic" (cooperative-sticky, with the two settings below).
+    group_protocol: str = "consumer"
+    # Crash detection time of classic-protocol members (the workers with group_protocol
+    # "classic", and the mirror): a dead member's partitions move after this long. 6 s rides
+    # out a few seconds of a stalled event loop; 3 s gives faster failovers at more risk of
+    # false alarms.
     session_timeout_ms: int = 6_000
     # A third of the session timeout, as Kafka recommends, so two lost heartbeats are survivable.
     heartbeat_interval_ms: int = 2_000
+    # The broker aborts a transaction open longer than this. A transaction lasts milliseconds,
+    # so this only matters when a worker dies with one open: its partitions' new owners fence
+    # it at once when they can name it (its id is on the partition's snapshots), and wait up
+    # to this long when they cannot (a partition with no snapshot yet). Long enough that a
+    # loaded broker's slow commit is not aborted (each abort redoes the transaction).
+    transaction_timeout_ms: int = 10_000
     # Set for static membership: a restarted worker with the same id gets its partitions back
     # without a rebalance (but a crashed one is only detected after session_timeout_ms).
     group_instance_id: str | None = None
@@ -30,10 +41,9 @@ class Settings:
     shutdown_grace_s: float = 10.0
     # Steps running at once per worker; beyond it new step effects queue.
     max_concurrent_steps: int = 1_000
-    # Partition transactions in flight at once per worker. Fewer means larger transactions
-    # under load (each costs the broker a coordinator round and markers whatever its size);
-    # an idle partition still commits at once. Measured in bench/README.md.
-    max_concurrent_transactions: int = 8
+    # Tests only (fault injection): a worker that finds this file between a transaction's
+    # offsets and its commit deletes it and stops itself (SIGSTOP), to be a zombie on cue.
+    fault_pause_before_commit: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +55,11 @@ class Settings:
             session_timeout_ms=int(
                 env.get("CEREBELUM_SESSION_TIMEOUT_MS", defaults.session_timeout_ms)
             ),
+            group_protocol=env.get("CEREBELUM_GROUP_PROTOCOL", defaults.group_protocol),
+            transaction_timeout_ms=int(
+                env.get("CEREBELUM_TRANSACTION_TIMEOUT_MS", defaults.transaction_timeout_ms)
+            ),
+            fault_pause_before_commit=env.get("CEREBELUM_FAULT_PAUSE_BEFORE_COMMIT") or None,
             heartbeat_interval_ms=int(
                 env.get("CEREBELUM_HEARTBEAT_INTERVAL_MS", defaults.heartbeat_interval_ms)
             ),
@@ -54,10 +69,5 @@ class Settings:
             ),
             max_concurrent_steps=int(
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
-            ),
-            max_concurrent_transactions=int(
-                env.get(
-                    "CEREBELUM_MAX_CONCURRENT_TRANSACTIONS", defaults.max_concurrent_transactions
-                )
             ),
         )

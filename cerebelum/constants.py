@@ -20,9 +20,9 @@ TOPIC_WORKFLOWS = "cerebelum.workflows"
 WORKER_GROUP = "cerebelum-workers"
 MIRROR_GROUP = "cerebelum-mirror"
 
-# One transactional id per owned input partition: the new owner's init_transactions bumps the
-# epoch and fences the old owner (classic Kafka Streams "exactly_once"; aiokafka has no KIP-447).
-TRANSACTIONAL_ID_PREFIX = "cerebelum-worker-p"
+# One transactional producer per worker process, its id derived from the worker's id.
+TRANSACTIONAL_ID_PREFIX = "cerebelum-worker-"
+
 
 # Headers on cerebelum.dlq records.
 HEADER_DLQ_REASON = "cerebelum.dlq.reason"
@@ -42,10 +42,14 @@ CMD_SIGNAL = "SendSignal"
 CMD_CANCEL = "CancelExecution"
 
 
-def transactional_id(partition: int) -> str:
-    return f"{TRANSACTIONAL_ID_PREFIX}{partition}"
+def worker_transactional_id(worker_id: str) -> str:
+    return f"{TRANSACTIONAL_ID_PREFIX}{worker_id}"
 
 
 # Header on cerebelum.state records: what restore needs without decoding the snapshot
 # (finished / step in flight / parked, and the pending timers). See worker/restore.py.
 HEADER_STATE_RECOVERY = "cerebelum.recovery"
+# Header on cerebelum.state records: the transactional id of the worker that wrote it. A new
+# owner that finds a transaction left open on the partition fences that id (its open
+# transaction is aborted at once) instead of waiting for the transaction timeout.
+HEADER_STATE_WRITER = "cerebelum.writer"

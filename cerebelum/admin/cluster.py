@@ -3,9 +3,9 @@
     view = await cluster_view(settings, pool)      # GET /cluster, `cerebelum cluster`
 
 A view is built from, in order:
-1. the worker group's description (DescribeGroups): its state, its members with their client
-   ids and hosts, and the partitions of cerebelum.commands each was assigned (decoded from the
-   member's assignment bytes);
+1. the worker group's description (ConsumerGroupDescribe; DescribeGroups for the mirror's
+   classic group): its state, its members with their client ids and hosts, and the partitions
+   of cerebelum.commands each was assigned;
 2. the worker group's committed offsets on cerebelum.commands and the partitions' end offsets
    (read_committed, so last stable offsets): the lag per partition;
 3. the same for the mirror group on cerebelum.events: the mirror's lag;
@@ -25,8 +25,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import for_code
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._group import ConsumerGroupDescription
 
 from cerebelum.config import Settings
 from cerebelum.constants import MIRROR_GROUP, PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
@@ -41,8 +42,14 @@ WHERE status NOT IN ('completed', 'failed', 'cancelled') AND kafka_partition IS 
 GROUP BY kafka_partition
 """
 
-# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: retried, 10 x 0.3 s.
-COORDINATOR_MOVING = frozenset({14, 15, 16})
+# The coordinator is loading, unavailable or elsewhere: retried, 10 x 0.3 s.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
 COORDINATOR_RETRIES = 10
 
 
@@ -67,16 +74,23 @@ class GroupDescription:
         return {p: m.client_id for m in self.members for p in m.partitions}
 
 
-def decode_members(raw_members: list[Any], topic: str) -> tuple[Member, ...]:
-    """Members of a DescribeGroups response, with the partitions of `topic` each was assigned."""
+def group_description(group: str, found: ConsumerGroupDescription, topic: str) -> GroupDescription:
+    """librdkafka's description of a group, with the partitions of `topic` each member has."""
     members = []
-    for member_id, client_id, host, _metadata, assignment in raw_members:
-        partitions: list[int] = []
-        if assignment:  # empty while the group rebalances
-            decoded = ConsumerProtocolMemberAssignment.decode(assignment)
-            partitions = [tp.partition for tp in decoded.partitions() if tp.topic == topic]
-        members.append(Member(member_id, client_id, host, tuple(sorted(partitions))))
-    return tuple(sorted(members, key=lambda m: (m.partitions[:1] or (PARTITIONS,), m.client_id)))
+    for m in found.members:
+        assigned = m.assignment.topic_partitions if m.assignment else []
+        partitions = tuple(sorted(tp.partition for tp in assigned if tp.topic == topic))
+        members.append(Member(m.member_id, m.client_id, m.host, partitions))
+    members.sort(key=lambda m: (m.partitions[:1] or (PARTITIONS,), m.client_id))
+    state = found.state.name if found.state is not None else "UNKNOWN"
+    return GroupDescription(group, _STATE_NAMES.get(state, state.title()), tuple(members))
+
+
+# librdkafka's state names -> the names the classic protocol (and this view) has always used.
+_STATE_NAMES = {
+    "PREPARING_REBALANCING": "PreparingRebalance",
+    "COMPLETING_REBALANCING": "CompletingRebalance",
+}
 
 
 class ClusterInspector:
@@ -88,6 +102,7 @@ class ClusterInspector:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._cached: tuple[float, GroupDescription] | None = None
+        self._described: AdminClient | None = None  # librdkafka's, used from a thread
 
     async def _open(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         async with self._lock:
@@ -117,24 +132,34 @@ class ClusterInspector:
     async def describe(
         self, group: str = WORKER_GROUP, topic: str = TOPIC_COMMANDS
     ) -> GroupDescription:
-        """The group as its coordinator sees it now (a group never seen is "Dead", no members)."""
-        admin, _ = await self._open()
-        # One group per request: aiokafka 0.14 decodes a DescribeGroups v3 response with the v2
-        # schema (no authorized_operations), which misreads every group after the first.
+        """The group as its coordinator sees it now (a group never seen is "Dead", no members).
+
+        Through librdkafka's admin client: it describes both kinds of group, the workers'
+        (KIP-848, ConsumerGroupDescribe) and the mirror's (classic, DescribeGroups), which
+        aiokafka's admin client cannot."""
         for attempt in range(COORDINATOR_RETRIES):
-            (response,) = await admin.describe_consumer_groups([group])
-            error, name, state, _ptype, _protocol, raw_members = response.groups[0][:6]
-            if error not in COORDINATOR_MOVING or attempt == COORDINATOR_RETRIES - 1:
+            try:
+                description = await asyncio.to_thread(self._describe, group, topic)
                 break
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                    description = GroupDescription(group, "Dead", ())
+                    break
+                if error.code() not in COORDINATOR_MOVING or attempt == COORDINATOR_RETRIES - 1:
+                    raise
             # The group's coordinator is loading or has just moved (a fresh broker, a
             # restart): it answers within a second or two.
             await asyncio.sleep(0.3)
-        if error:
-            raise for_code(error)(f"describing group {group}")
-        description = GroupDescription(name, state, decode_members(raw_members, topic))
         if group == WORKER_GROUP and topic == TOPIC_COMMANDS:
             self._cached = (time.monotonic(), description)
         return description
+
+    def _describe(self, group: str, topic: str) -> GroupDescription:
+        if self._described is None:
+            self._described = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        future = self._described.describe_consumer_groups([group], request_timeout=10)[group]
+        return group_description(group, future.result(), topic)
 
     async def cached_description(
         self, max_age_s: float = DESCRIPTION_MAX_AGE_S

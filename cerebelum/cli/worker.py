@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--app", required=True, help="module defining the workflows, e.g. examples.order"
     )
     p.add_argument("--instance-id", help="static group membership id (group.instance.id)")
-    p.add_argument("--session-timeout-ms", type=int, help="crash detection time")
+    p.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        help="crash detection time (classic group protocol only; with KIP-848 it is the "
+        "broker's group.consumer.session.timeout.ms)",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,10 +80,14 @@ async def serve(settings: Settings, registry: Registry) -> bool:
     # alive at start-up.
     gc.set_threshold(50_000, 20, 100)
     gc.freeze()
-    from cerebelum.worker.app import Worker
+    from cerebelum.worker.app import ClusterMisconfigured, Worker
 
     worker = Worker(settings, registry)
-    await worker.start()
+    try:
+        await worker.start()
+    except ClusterMisconfigured as exc:
+        log.error("cannot serve this cluster: %s", exc)
+        return True
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -263,6 +263,17 @@ def _server_properties(layout: KafkaLayout) -> str:
         # Let workers trade stability for detection speed down to a 1 s session timeout (the
         # default minimum, 6 s, makes a 3 s timeout fail the join with InvalidSessionTimeout).
         "group.min.session.timeout.ms": "1000",
+        # The workers' group uses the KIP-848 protocol, whose session timeout and heartbeat are
+        # the broker's: 3 s to detect a dead worker (the defaults, 45 s and 5 s, would make a
+        # failover take most of a minute), heartbeats every second so a survivor hears of its
+        # new partitions within a second of the decision.
+        "group.consumer.session.timeout.ms": "3000",
+        "group.consumer.min.session.timeout.ms": "1000",
+        "group.consumer.heartbeat.interval.ms": "1000",
+        "group.consumer.min.heartbeat.interval.ms": "500",
+        # A dead worker's open transaction blocks the new owners of its partitions until the
+        # coordinator aborts it: check for timed-out transactions every 0.5 s, not every 10 s.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
         # KIP-890 produce-time verification answers a produce that races the previous commit's
         # markers with NOT_ENOUGH_REPLICAS (KAFKA-15459), which aiokafka retries after 100 ms:
         # a 100 ms tail on ~1 transaction in 20. Our client adds partitions explicitly

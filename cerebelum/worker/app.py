@@ -1,250 +1,474 @@
 """The worker process: one member of the consumer group over cerebelum.commands.
 
-The group's rebalance decides which partitions this worker owns. For each owned partition the
-worker runs a PartitionOwner; on assignment it:
+The group decides which partitions this worker owns (incrementally: a failover or a join
+moves only the partitions that must move). One transactional producer carries every owned
+partition's decisions (group commit across partitions; see transactions.py for fencing).
 
-1. pauses the partition's input (nothing is decided before its state is back);
-2. starts the partition's transactional producer (init_transactions fences any previous owner
-   and aborts its open transaction, so the state read next is final);
-3. restores the partition's executions from cerebelum.state;
-4. starts the owner, which re-dispatches steps that were scheduled but not recorded;
-5. resumes the input.
+Taking over partitions (assigned by the group; the consumer has paused them):
+1. fetch their committed offsets — with stable offsets, so this waits while a previous owner's
+   transaction that commits offsets for them is in flight (it either commits, and we see its
+   writes, or aborts, and nobody does);
+2. restore their executions from cerebelum.state, read to its last stable offset;
+3. re-arm their timers, queue a Recover for each execution with a step in flight (recorded as
+   StepRescheduled, then run again), and resume their input.
 
-On revocation it stops the owners (each finishes or aborts its transaction in flight) before
-the rebalance completes, so it never writes for a partition it no longer owns.
+The commit loop, one turn:
+1. take what is queued (commands, step outcomes, due timers, recoveries) from every owned
+   partition, up to MAX_BATCH (inputs queue while the previous transaction commits, so batches
+   grow under load and latency stays one commit under light load);
+2. decide them (batch.py) without touching the committed states;
+3. commit one transaction: events, snapshots, dead letters, and the input offset of every
+   partition it writes for;
+4. after the commit, and only then: install the new states and carry out the effects (run
+   steps, arm timers). A transaction that fails leaves everything as it was: its inputs are
+   queued again and decided anew.
+
+Releasing partitions (revoked by the group): they stop being owned at once (queued inputs, step
+outcomes and timers of theirs are dropped from then on), and the revocation completes only
+after the transaction in flight has ended, so nothing is written for them once they move.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
-from collections.abc import Iterable
+import time
+from collections import deque
+from pathlib import Path
 
-import aiokafka.producer.sender
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_COMMANDS, WORKER_GROUP, transactional_id
+from cerebelum.constants import (
+    PARTITIONS,
+    TOPIC_COMMANDS,
+    TOPIC_DLQ,
+    TOPIC_EVENTS,
+    TOPIC_STATE,
+    worker_transactional_id,
+)
+from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue
+from cerebelum.core.machine import ArmTimer, RunStep
 from cerebelum.core.workflow import Registry
-from cerebelum.worker.partition import PartitionOwner
+from cerebelum.errors import CerebelumError
+from cerebelum.worker import kafka_config
+from cerebelum.worker.batch import (
+    Batch,
+    CommandRecord,
+    Input,
+    Record,
+    dead_letter_headers,
+    decide_batch,
+)
+from cerebelum.worker.consumer import CommandConsumer
+from cerebelum.worker.partition import PartitionState
 from cerebelum.worker.ranges import format_ranges
-from cerebelum.worker.restore import restore_partitions
+from cerebelum.worker.restore import RestoredPartition
 from cerebelum.worker.runner import StepRunner
+from cerebelum.worker.takeover import take_over
+from cerebelum.worker.timers import Timers
+from cerebelum.worker.transactions import ProducerFenced, TransactionAborted, Transactor
 
 log = logging.getLogger(__name__)
 
-# A transaction begun right after the previous commit gets CONCURRENT_TRANSACTIONS from the
-# coordinator until that commit's markers are written (~1-3 ms); aiokafka then waits a fixed
-# 20 ms (KAFKA-5477), which made every step of an idle execution cost 20 ms. Retry after 2 ms.
-aiokafka.producer.sender.BACKOFF_OVERRIDE = 0.002
-
-# A partition whose queued inputs pass this is paused until its owner catches up: bounds memory
-# when the input arrives faster than transactions commit (64 partitions x 2,000 records at most).
+# Inputs decided in one transaction at most: bounds the transaction's size and the time one
+# batch holds the event loop.
+MAX_BATCH = 5_000
+# A partition whose queued inputs pass this is paused until the worker catches up: bounds
+# memory when commands arrive faster than transactions commit (64 x 2,000 records at most).
 MAX_BACKLOG = 2_000
+# A failed transaction is retried after a pause growing from the first to the last value: a
+# broker that went away gets time to come back without a retry storm.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 5.0
+# The committed-offset fetch of a take-over waits out a dead owner's open transaction (up to
+# its transaction timeout); far longer than that, the broker is not answering: retry.
+COMMITTED_TIMEOUT_S = 30.0
+# Errors that reject a record rather than the transaction: a batch failing with one is redone
+# input by input, and an input that fails alone is dead-lettered (or fails its execution).
+RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+TOPICS = (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ)
+
+
+class ClusterMisconfigured(CerebelumError):
+    """The topics are missing or have another partition count than the cluster was built with."""
 
 
 class Worker:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.owners: dict[int, PartitionOwner] = {}
+        # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
+        self.worker_id = settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.consumer = CommandConsumer(
+            kafka_config.consumer_config(settings, self.worker_id), self
+        )
+        pause = settings.fault_pause_before_commit
+        self.transactor = Transactor(
+            kafka_config.producer_config(settings, self.worker_id),
+            lambda: self.consumer.group_metadata,
+            self.consumer.refresh_metadata,
+            Path(pause) if pause else None,
+        )
+        self._restore_config = kafka_config.restore_config(settings, self.worker_id)
+        self._fence_config = kafka_config.fence_config(settings, self.worker_id)
+        self._transactional_id = worker_transactional_id(self.worker_id)
+        self._writer = self._transactional_id.encode()  # on each snapshot: who wrote it
         self.runner = StepRunner(settings.max_concurrent_steps)
-        self._commit_slots = asyncio.Semaphore(settings.max_concurrent_transactions)
+        self.owned: dict[int, PartitionState] = {}
+        self._assigned: set[int] = set()  # by the group; owned once restored
+        self._queue: deque[tuple[PartitionState, Input]] = deque()
+        self._paused: set[int] = set()  # partitions paused for backlog
+        self._work = asyncio.Event()
+        self._timers = Timers(self._enqueue_due)
+        self._committing: asyncio.Future[None] | None = None
         self._setups: set[asyncio.Task[None]] = set()
-        self._fetch_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._single = 0  # inputs left to decide one per transaction (after a record error)
+        self._draining = False
         self._stopped = asyncio.Event()
         self.fatal = asyncio.Event()
         self.failed: BaseException | None = None
-        # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
-        self.worker_id = settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=WORKER_GROUP,
-            client_id=f"cerebelum-worker:{self.worker_id}",
-            group_instance_id=settings.group_instance_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            # Revocation waits for in-flight transactions; give it the session timeout plus
-            # margin so a slow commit does not get this member thrown out of the group.
-            rebalance_timeout_ms=settings.session_timeout_ms + 20_000,
-            # Short fetch waits keep single-execution latency low on an idle cluster.
-            fetch_max_wait_ms=5,
-        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.consumer.start()
-        self.consumer.subscribe([TOPIC_COMMANDS], listener=_Listener(self))
-        self._fetch_task = asyncio.get_running_loop().create_task(self._fetch_loop())
-        self._fetch_task.add_done_callback(self._fetch_ended)
-        log.info("worker started; workflows: %s", ", ".join(self.registry.names()))
+        await self._check_topics()
+        await self.transactor.start()
+        self.consumer.start()
+        loop = asyncio.get_running_loop()
+        for coro, name in ((self._commit_loop(), "commit-loop"), (self._timers.run(), "timers")):
+            task = loop.create_task(coro, name=name)
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
+        log.info(
+            "worker %s started; workflows: %s", self.worker_id, ", ".join(self.registry.names())
+        )
 
     async def stop(self) -> None:
         """Graceful stop: take no more input, let running steps settle, commit, leave."""
-        if self._fetch_task is not None:
-            self._fetch_task.cancel()
-            await asyncio.gather(self._fetch_task, return_exceptions=True)
+        self._draining = True
+        self.consumer.pause(list(self._assigned))
         await self.runner.drain(self.settings.shutdown_grace_s)
-        # Let the last step outcomes reach their transactions before the owners stop.
-        await asyncio.sleep(0.1)
-        await self._release(list(self.owners))
+        await self._settle(self.settings.shutdown_grace_s)
+        await self.consumer.stop()  # leaves the group: the revocation releases everything
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._setups, return_exceptions=True)
         self.runner.close()
-        await self.consumer.stop()  # sends LeaveGroup (dynamic members): partitions move now
+        await self.transactor.close()
         self._stopped.set()
         log.info("worker stopped")
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    def _fetch_ended(self, task: asyncio.Task[None]) -> None:
-        """The input loop only ends on stop(); anything else (a fatal group error such as a
-        session timeout the broker refuses) must end the process, not leave it idle."""
+    async def _settle(self, timeout: float) -> None:
+        """Wait until nothing is queued or committing (the last outcomes are recorded)."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._committing is not None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
-            log.error("the worker's input loop failed: %r", error)
-            self.failed = error
-            self.fatal.set()
+            log.error("the worker's %s task failed: %r", task.get_name(), error)
+            self.consumer_failed(error)
 
-    # -- input -----------------------------------------------------------------------------
-
-    async def _fetch_loop(self) -> None:
-        paused: set[int] = set()
+    async def _check_topics(self) -> None:
+        """Wait for the broker (with backoff), then refuse topics that cannot be served."""
+        delay = 1.0
         while True:
-            batches = await self.consumer.getmany(timeout_ms=100, max_records=10_000)
-            for tp, records in batches.items():
-                owner = self.owners.get(tp.partition)
-                if owner is not None and owner is not _PENDING:
-                    owner.feed(records)
-                    if owner.backlog > MAX_BACKLOG:
-                        self.consumer.pause(tp)
-                        paused.add(tp.partition)
-            for p in list(paused):
-                owner = self.owners.get(p)
-                if owner is None or owner is _PENDING:
-                    paused.discard(p)
-                elif owner.backlog < MAX_BACKLOG // 2:
-                    self.consumer.resume(TopicPartition(TOPIC_COMMANDS, p))
-                    paused.discard(p)
+            try:
+                counts = await asyncio.to_thread(self.consumer.partition_counts, list(TOPICS), 10)
+                break
+            except KafkaException as exc:
+                log.warning(
+                    "Kafka at %s does not answer (%s); retrying in %.0f s",
+                    self.settings.kafka_bootstrap, exc.args[0].str(), delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        problems = [
+            f"topic {t} is missing (run `cerebelum topics apply`)"
+            if t not in counts
+            else f"topic {t} has {counts[t]} partitions; this cluster is built for {PARTITIONS} "
+            "(execution ids map to partitions by murmur2(id) % "
+            f"{PARTITIONS}: a different count strands executions)"
+            for t in TOPICS
+            if counts.get(t) != PARTITIONS
+        ]
+        if problems:
+            raise ClusterMisconfigured("; ".join(problems))
 
-    # -- ownership -------------------------------------------------------------------------
+    # -- what the consumer thread reports (on the loop) ----------------------------------------
 
-    async def _assign(self, partitions: list[int]) -> None:
-        for p in partitions:
-            self.consumer.pause(TopicPartition(TOPIC_COMMANDS, p))
-            self.owners[p] = _PENDING
+    def assigned(self, partitions: list[int]) -> None:
+        self._assigned.update(partitions)
+        log.info(
+            "assigned partitions %s (new: %s)",
+            format_ranges(self._assigned),
+            format_ranges(partitions),
+        )
         task = asyncio.get_running_loop().create_task(self._take_over(partitions))
         self._setups.add(task)
         task.add_done_callback(self._setups.discard)
 
-    async def _take_over(self, partitions: list[int]) -> None:
+    async def released(self, partitions: list[int], lost: bool) -> None:
+        self._assigned.difference_update(partitions)
+        self._paused.difference_update(partitions)
+        for p in partitions:
+            ps = self.owned.pop(p, None)
+            if ps is not None:
+                ps.released = True
+                self._timers.forget(ps)
+        if lost:
+            for p in partitions:  # one line each: whoever reads the log looks for its partition
+                log.warning(
+                    "partition %d: fenced (this worker's membership expired: it was paused or "
+                    "cut off), so it writes nothing more for it; its new owner carries on",
+                    p,
+                )
+        log.info("%s partitions %s", "lost" if lost else "revoked", format_ranges(partitions))
+        if not lost and self._committing is not None:
+            # The transaction in flight may write for these partitions: it ends first.
+            await asyncio.shield(self._committing)
+        log.info("owning partitions %s", format_ranges(self.owned))
+
+    def received(self, records: list[CommandRecord]) -> None:
+        owned = self.owned
+        for record in records:
+            ps = owned.get(record.partition)
+            if ps is not None and ps.accept(record.offset):
+                self._enqueue(ps, record)
+        for p in {r.partition for r in records}:
+            ps = owned.get(p)
+            if ps is not None and ps.backlog > MAX_BACKLOG and p not in self._paused:
+                self.consumer.pause([p])
+                self._paused.add(p)
+
+    def consumer_failed(self, error: BaseException) -> None:
+        if self.failed is None:
+            self.failed = error
+        self.fatal.set()
+
+    # -- inputs from steps and timers ------------------------------------------------------
+
+    def _enqueue(self, ps: PartitionState, item: Input) -> None:
+        ps.backlog += 1
+        self._queue.append((ps, item))
+        self._work.set()
+
+    def _report(self, ps: PartitionState, outcome: StepOutcome) -> None:
+        if not ps.released:  # else the partition moved on; its new owner re-runs the step
+            self._enqueue(ps, outcome)
+
+    def _enqueue_due(self, ps: PartitionState, due: TimerDue) -> None:
+        self._enqueue(ps, due)
+
+    # -- taking over -----------------------------------------------------------------------
+
+    async def _take_over(self, partitions: list[int], seek: bool = False) -> None:
+        delay = 1.0
         while True:
-            producers: list[AIOKafkaProducer] = []
+            parts = [p for p in partitions if p in self._assigned and p not in self.owned]
+            if not parts:
+                return
             try:
-                started = await asyncio.gather(
-                    *(self._start_producer(p) for p in partitions), return_exceptions=True
+                restored, committed = await asyncio.to_thread(
+                    take_over,
+                    self._restore_config,
+                    self._fence_config,
+                    self._transactional_id,
+                    parts,
+                    lambda ps: self.consumer.committed(ps, COMMITTED_TIMEOUT_S),
+                    self.settings.transaction_timeout_ms / 1000 + 5,
                 )
-                producers = [p for p in started if isinstance(p, AIOKafkaProducer)]
-                for result in started:
-                    if isinstance(result, BaseException):
-                        raise result
-                states = await restore_partitions(self.settings.kafka_bootstrap, partitions)
+                for p in [p for p, offset in committed.items() if offset < 0]:
+                    committed[p], _ = await asyncio.to_thread(
+                        self.consumer.watermarks, p, COMMITTED_TIMEOUT_S
+                    )
                 break
-            except BaseException as exc:
-                await asyncio.gather(*(p.stop() for p in producers), return_exceptions=True)
-                if not isinstance(exc, Exception):
-                    raise  # cancelled: the partitions were revoked meanwhile
+            except Exception:
                 # The broker may be restarting or the coordinator moving: try again shortly.
-                log.exception(
-                    "taking over partitions %s failed; retrying", format_ranges(partitions)
-                )
-                await asyncio.sleep(1.0)
-        for p, producer in zip(partitions, producers, strict=True):
-            owner = PartitionOwner(
-                p,
-                producer,
-                states[p],
-                self.registry,
-                self.runner,
-                self._partition_broken,
-                self._commit_slots,
-            )
-            self.owners[p] = owner
-            owner.start()
-            self.consumer.resume(TopicPartition(TOPIC_COMMANDS, p))
-        log.info("owning partitions %s", format_ranges(sorted(self.owners)))
+                log.exception("taking over partitions %s failed; retrying", format_ranges(parts))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        for p in parts:
+            if p in self._assigned and p not in self.owned:  # not revoked meanwhile
+                self._own(p, restored[p], committed[p], seek)
+        log.info("owning partitions %s", format_ranges(self.owned))
 
-    async def _start_producer(self, partition: int) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            transactional_id=transactional_id(partition),
-            enable_idempotence=True,
-            acks="all",
-            # No linger: a transaction's commit already waits for every send, batching them.
-            linger_ms=0,
-            # The partition loop builds its own record batches: 512 KiB holds a large
-            # transaction's events while staying well under the topics' 4 MiB record limit.
-            max_batch_size=512 * 1024,
-            # A single snapshot may reach MAX_SNAPSHOT_BYTES (2 MiB): requests must carry it.
-            max_request_size=4 * 1024 * 1024,
-            # Retries here are transient coordinator races; 100 ms (the default) is a latency
-            # spike for the whole partition.
-            retry_backoff_ms=20,
-        )
-        await producer.start()  # init_transactions: fences the previous owner of `partition`
-        return producer
+    def _own(self, p: int, restored: RestoredPartition, offset: int, seek: bool) -> None:
+        ps = PartitionState(p, restored, offset)
+        self.owned[p] = ps
+        for fire_at, execution_id, timer_id in restored.timers:
+            self._timers.arm(ps, fire_at, execution_id, timer_id)
+        for execution_id in restored.running:
+            self._enqueue(ps, Recover(execution_id))
+        if seek:  # a restore after a failure: the consumer had read past the committed offset
+            self.consumer.seek(p, offset)
+        if not self._draining:
+            self.consumer.resume([p])
 
-    async def _release(self, partitions: Iterable[int]) -> None:
-        setups = list(self._setups)
-        for task in setups:
-            task.cancel()
-        await asyncio.gather(*setups, return_exceptions=True)
-        owners = [self.owners.pop(p) for p in list(partitions) if p in self.owners]
-        await asyncio.gather(*(o.stop() for o in owners if o is not _PENDING))
-
-    def _partition_broken(self, partition: int, fenced: bool) -> None:
-        """An owner hit a failed or fenced transaction: drop it; restore unless fenced."""
-        owner = self.owners.get(partition)
-
-        async def reset() -> None:
-            if owner is not None and owner is not _PENDING and self.owners.get(partition) is owner:
-                del self.owners[partition]
-                await owner.stop()
-                tp = TopicPartition(TOPIC_COMMANDS, partition)
-                if fenced or tp not in self.consumer.assignment():
-                    return  # the group will hand it to its new owner; we wait for the rebalance
-                committed = await self.consumer.committed(tp)
-                self.consumer.seek(tp, committed or 0)
-                await self._assign([partition])
-
-        asyncio.get_running_loop().create_task(reset())
-
-
-class _Pending:
-    """Placeholder owner while a partition restores."""
-
-
-_PENDING: PartitionOwner = _Pending()  # type: ignore[assignment]
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        parts = [tp.partition for tp in revoked]
+    async def _restore(self, states: list[PartitionState]) -> None:
+        """Something unexpected failed: rebuild these partitions from the log."""
+        parts = [ps.partition for ps in states if self.owned.get(ps.partition) is ps]
+        for p in parts:
+            ps = self.owned.pop(p)
+            ps.released = True
+            self._timers.forget(ps)
         if parts:
-            log.info("revoked partitions %s", format_ranges(sorted(parts)))
-        await self.worker._release(parts)
+            self.consumer.pause(parts)
+            await self._take_over(parts, seek=True)
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        parts = [tp.partition for tp in assigned]
-        log.info("assigned partitions %s", format_ranges(sorted(parts)))
-        await self.worker._assign(parts)
+    # -- the commit loop -------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._queue:
+                inputs = self._take(1 if self._single else MAX_BATCH)
+                if not inputs:
+                    break
+                batch = decide_batch(inputs, self.registry, _now_ms(), PARTITIONS, self._writer)
+                try:
+                    await self._commit(batch)
+                except (TransactionAborted, ProducerFenced) as exc:
+                    failures += 1
+                    await self._after_failure(batch, exc, failures)
+                    continue
+                except Exception:
+                    log.exception("the commit loop failed; restoring %s", list(batch.partitions))
+                    failures += 1
+                    await asyncio.sleep(_backoff(failures))
+                    await self._restore(list(batch.partitions.values()))
+                    continue
+                failures = 0
+                if self._single:
+                    self._single -= 1
+                self._install(batch)
+
+    def _take(self, n: int) -> list[tuple[PartitionState, Input]]:
+        queue = self._queue
+        taken: list[tuple[PartitionState, Input]] = []
+        while queue and len(taken) < n:
+            ps, item = queue.popleft()
+            ps.backlog -= 1
+            if not ps.released:
+                taken.append((ps, item))
+        for p in list(self._paused):
+            owner = self.owned.get(p)
+            if owner is None or owner.backlog < MAX_BACKLOG // 2:
+                self._paused.discard(p)
+                if owner is not None and not self._draining:
+                    self.consumer.resume([p])
+        return taken
+
+    async def _commit(self, batch: Batch) -> None:
+        if not batch.needs_transaction:
+            return
+        self._committing = asyncio.get_running_loop().create_future()
+        try:
+            await self.transactor.commit(batch.records, batch.offsets)
+        finally:
+            self._committing.set_result(None)
+            self._committing = None
+
+    def _install(self, batch: Batch) -> None:
+        for ps, execution_id, state in batch.installs:
+            if not ps.released:
+                ps.executions[execution_id] = state
+        for p, offset in batch.offsets.items():
+            batch.partitions[p].committed = offset
+        runner = self.runner
+        for ps, effect in batch.effects:
+            if ps.released:
+                continue  # the new owner re-runs and re-arms from the log
+            if isinstance(effect, RunStep):
+                runner.submit(effect, functools.partial(self._report, ps))
+            elif isinstance(effect, ArmTimer):
+                self._timers.arm(ps, effect.fire_at, effect.execution_id, effect.timer_id)
+
+    async def _after_failure(
+        self, batch: Batch, exc: TransactionAborted | ProducerFenced, failures: int
+    ) -> None:
+        """A transaction failed: nothing of it is visible. Decide its inputs again, after a
+        pause; input by input if a record was refused; quarantine an input refused alone."""
+        if failures == 1 or failures % 20 == 0:  # once, then now and then while it lasts
+            log.warning("transaction failed (%d in a row): %s; redoing its inputs", failures, exc)
+        if isinstance(exc, ProducerFenced):
+            await self._restart_producer()
+        refused = isinstance(exc, TransactionAborted) and exc.code in RECORD_ERRORS
+        if refused and len(batch.inputs) == 1:
+            await self._quarantine(batch, str(exc))
+            return
+        if refused:
+            self._single = len(batch.inputs)
+        await asyncio.sleep(_backoff(failures))
+        for ps, item in reversed(batch.inputs):
+            ps.backlog += 1
+            self._queue.appendleft((ps, item))
+
+    async def _restart_producer(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.transactor.restart()
+                return
+            except Exception as exc:
+                log.warning("restarting the producer failed (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _quarantine(self, batch: Batch, error: str) -> None:
+        """Kafka refuses to record this one input: dead-letter it (a command) or fail its
+        execution (anything else), so the partition moves on."""
+        ((ps, item),) = batch.inputs
+        if isinstance(item, CommandRecord):
+            # Without its value: the value may be what Kafka refused (the reason says why).
+            headers = dead_letter_headers(item, f"could not be recorded: {error}", None)
+            dead = Record(TOPIC_DLQ, ps.partition, item.key, b"", headers)
+            quarantined = Batch(
+                batch.inputs,
+                records=[dead],
+                offsets={ps.partition: item.offset + 1},
+                partitions={ps.partition: ps},
+            )
+        else:
+            message = f"could not record: {error}"
+            failure = FailExecution(item.execution_id, "InternalError", message)
+            quarantined = decide_batch(
+                [(ps, failure)], self.registry, _now_ms(), PARTITIONS, self._writer
+            )
+        log.error("partition %d: quarantining %r: %s", ps.partition, item, error)
+        try:
+            await self._commit(quarantined)
+        except Exception:
+            log.exception("partition %d: quarantining failed; restoring it", ps.partition)
+            await self._restore([ps])
+            return
+        self._install(quarantined)
+
+
+def _backoff(failures: int) -> float:
+    return min(RETRY_FIRST_S * 2.0 ** (failures - 1), RETRY_MAX_S)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

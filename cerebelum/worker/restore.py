@@ -1,14 +1,19 @@
 """Restore: read cerebelum.state partitions to their end and rebuild the live executions.
 
 The state topic is compacted and keyed by execution id, so its last record per key is the
-execution's latest snapshot. Snapshots and the input offsets are committed in one transaction,
-so the restored states match exactly the point the group's committed offset resumes from.
+execution's latest snapshot. A partition's snapshots and its input offset are committed in one
+transaction, and the take-over reads the committed offset first (which waits out a previous
+owner's transaction still in flight), so the states restored here match exactly the point
+the committed offset resumes from. Reading stops at each partition's last stable offset
+(read_committed): nothing of an aborted or still-open transaction is restored.
 
 Restore does not decode snapshots. Each state record carries a header with what recovery needs
 (is the execution finished, does it have a step in flight, its pending timers); the snapshot
 stays as the record's bytes until an input for that execution arrives. A million parked
 executions then cost their bytes and a timer-heap entry each, and restore runs at the speed
 the records arrive.
+
+`restore_partitions` blocks (librdkafka); the worker runs it in a thread.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from cerebelum.constants import HEADER_STATE_RECOVERY, TOPIC_STATE
+from cerebelum.constants import HEADER_STATE_RECOVERY, HEADER_STATE_WRITER, TOPIC_STATE
 from cerebelum.core.state import Execution
+from cerebelum.worker.fetching import take
 
 log = logging.getLogger(__name__)
 
@@ -55,78 +62,167 @@ class RestoredPartition:
     running: list[str] = field(default_factory=list)
 
 
-async def restore_partitions(bootstrap: str, partitions: list[int]) -> dict[int, RestoredPartition]:
-    """Every partition's executions, timers and in-flight executions."""
-    headers_of: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
-    states: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
-    if not partitions:
-        return {}
-    started = time.monotonic()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        fetch_max_bytes=FETCH_MAX_BYTES,
-        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    records = 0
-    try:
-        tps = [TopicPartition(TOPIC_STATE, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        # With read_committed, end_offsets is the last stable offset: everything committed.
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        for tp in tps:
-            if tp not in remaining:
-                consumer.pause(tp)
+class StateReader:
+    """Reads partitions of cerebelum.state from the beginning, keeping each execution's latest
+    snapshot, its recovery header, and each partition's last writer (the transactional id on
+    the newest record read). Blocking; one thread at a time."""
+
+    def __init__(self, kafka_config: dict[str, Any], partitions: list[int]) -> None:
+        self.partitions = partitions
+        self._states: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+        self._headers: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
+        self.writers: dict[int, str] = {}
+        self.records = 0
+        self._position = dict.fromkeys(partitions, 0)  # the next offset to read
+        # Where each partition's last end-of-partition event came (librdkafka sends one only
+        # when the end moves, so a partition already at its target must not wait for another).
+        self._eof_at = dict.fromkeys(partitions, -1)
+        reader = {
+            **kafka_config,
+            # Never joins the group or commits: it only reads (assign, not subscribe).
+            "group.id": "cerebelum-restore",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.max.bytes": FETCH_MAX_BYTES,
+            "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
+        }
+        # Committed records only, stopping at each partition's last stable offset.
+        self._consumer = Consumer(
+            {**reader, "isolation.level": "read_committed", "enable.partition.eof": True}
+        )
+        # Only asks for high watermarks: the end of what was written, committed or not.
+        self._watermarks = Consumer({**reader, "isolation.level": "read_uncommitted"})
+        self._consumer.assign(
+            [TopicPartition(TOPIC_STATE, p, OFFSET_BEGINNING) for p in partitions]
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._watermarks.close()
+
+    def high_watermarks(self, timeout: float) -> dict[int, int]:
+        """Each partition's high watermark now (open transactions included)."""
+        out = {}
+        for p in self.partitions:
+            _, high = self._watermarks.get_watermark_offsets(
+                TopicPartition(TOPIC_STATE, p), timeout, cached=False
+            )
+            out[p] = high
+        return out
+
+    def read_to_stable_end(self) -> dict[int, int]:
+        """Read every partition to its last stable offset; returns where each stopped."""
+        return self._read(dict.fromkeys(self.partitions, 0), deadline=None)
+
+    def read_past(self, targets: dict[int, int], timeout: float) -> bool:
+        """Read until each partition's last stable offset reaches its target (transactions
+        open there have ended). False if that took longer than `timeout`."""
+        ends = self._read(targets, deadline=time.monotonic() + timeout)
+        return all(ends[p] >= targets[p] for p in self.partitions)
+
+    def _read(self, targets: dict[int, int], deadline: float | None) -> dict[int, int]:
+        eof_at = self._eof_at
+        ends = {p: eof_at[p] for p in self.partitions if eof_at[p] >= targets[p]}
+        remaining = set(self.partitions) - set(ends)
+        states, headers, position = self._states, self._headers, self._position
         while remaining:
-            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
-            for tp, msgs in batch.items():
-                table = states[tp.partition]
-                recovery = headers_of[tp.partition]
-                for m in msgs:
-                    records += 1
-                    key = m.key.decode()
-                    if m.value is None:  # a tombstone
-                        table.pop(key, None)
-                        recovery.pop(key, None)
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            for m in take(self._consumer, 0.2):
+                error = m.error()
+                p = cast(int, m.partition())
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        # EOF comes at the last stable offset: done once that passed the target
+                        end = eof_at[p] = cast(int, m.offset())
+                        ends[p] = position[p] = max(position[p], end)
+                        if end >= targets[p]:
+                            remaining.discard(p)
                         continue
-                    table[key] = m.value
-                    recovery[key] = _recovery_of(m.headers)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-                    consumer.pause(tp)
+                    if error.fatal() or not error.retriable():
+                        raise KafkaException(error)
+                    log.warning("restore: %s (retrying)", error.str())
+                    continue
+                self.records += 1
+                position[p] = cast(int, m.offset()) + 1
+                key = cast(bytes, m.key()).decode()
+                value = m.value()
+                if value is None:  # a tombstone
+                    states[p].pop(key, None)
+                    headers[p].pop(key, None)
+                    continue
+                states[p][key] = value
+                recovery, writer = _headers_of(cast(Headers, m.headers()))
+                headers[p][key] = recovery
+                if writer is not None:
+                    self.writers[p] = writer
+        for p in remaining:
+            ends.setdefault(p, position[p])
+        return ends
+
+    def result(self) -> dict[int, RestoredPartition]:
+        return {p: _index(self._states[p], self._headers[p]) for p in self.partitions}
+
+
+def restore_partitions(
+    kafka_config: dict[str, Any], partitions: list[int]
+) -> dict[int, RestoredPartition]:
+    """Every partition's executions, timers and in-flight executions, as committed now."""
+    started = time.monotonic()
+    reader = StateReader(kafka_config, partitions)
+    try:
+        reader.read_to_stable_end()
+        restored = reader.result()
     finally:
-        await consumer.stop()
-    restored = {p: _index(states[p], headers_of[p]) for p in partitions}
+        reader.close()
+    log_restored(restored, reader.records, time.monotonic() - started)
+    return restored
+
+
+def log_restored(restored: dict[int, RestoredPartition], records: int, seconds: float) -> None:
     log.info(
         "restored %d partitions: %d executions (%d in flight, %d timers) from %d records "
         "in %.2fs",
-        len(partitions),
+        len(restored),
         sum(len(r.executions) for r in restored.values()),
         sum(len(r.running) for r in restored.values()),
         sum(len(r.timers) for r in restored.values()),
         records,
-        time.monotonic() - started,
+        seconds,
     )
-    return restored
 
 
-def _recovery_of(headers: object) -> bytes | None:
-    for name, value in headers or ():  # type: ignore[attr-defined]
+Headers = list[tuple[str, bytes]] | None
+
+
+def _header_of(snapshot: bytes) -> bytes | None:
+    """The recovery header of a snapshot written before the header existed."""
+    try:
+        return recovery_header(Execution.from_record(orjson.loads(snapshot)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _headers_of(headers: Headers) -> tuple[bytes | None, str | None]:
+    """A state record's recovery header (None if written before it existed: then the snapshot
+    is decoded once, in _index) and its writer's transactional id."""
+    recovery = writer = None
+    for name, value in headers or ():
         if name == HEADER_STATE_RECOVERY:
-            return bytes(value)
-    return None  # written before the header existed: decoded once, below
+            recovery = bytes(value)
+        elif name == HEADER_STATE_WRITER:
+            writer = bytes(value).decode()
+    return recovery, writer
 
 
 def _index(table: dict[str, bytes], recovery: dict[str, bytes | None]) -> RestoredPartition:
     out = RestoredPartition(executions=dict(table))
     for eid, maybe_header in recovery.items():
-        header = maybe_header or recovery_header(Execution.from_record(orjson.loads(table[eid])))
+        header = maybe_header or _header_of(table[eid])
+        if header is None:  # not a snapshot: skipped, so one bad record cannot stop a partition
+            log.error("restore: the state record of %r is not a snapshot; skipped", eid)
+            del out.executions[eid]
+            continue
         flag = header[:1]
         if flag == RUNNING:
             out.running.append(eid)

@@ -1,4 +1,5 @@
-"""Runs steps: async steps as tasks, plain ones in a thread pool, with bounded concurrency.
+"""Runs steps: async steps as tasks, plain ones in a thread pool, with bounded concurrency;
+a step marked isolated (a crash suspect) in a child process (cerebelum.worker.isolation).
 
 Every run ends in exactly one StepOutcome handed to `report`, whatever the step does: a
 result, an exception, a timeout, or a result that cannot be encoded or is too large.
@@ -18,6 +19,7 @@ from cerebelum.core.commands import StepOutcome
 from cerebelum.core.events import error_info, exception_info
 from cerebelum.core.machine import RunStep
 from cerebelum.errors import LimitExceeded
+from cerebelum.worker.isolation import run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,10 @@ class StepRunner:
 
     async def _run(self, effect: RunStep, report: Report) -> None:
         async with self._slots:
-            outcome = await run_step(effect, self._pool)
+            if effect.isolated:
+                outcome = await run_isolated(effect)
+            else:
+                outcome = await run_step(effect, self._pool)
         report(outcome)
 
     async def drain(self, timeout: float) -> None:
@@ -78,7 +83,7 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
                 pool, lambda: step.fn(**effect.kwargs)
             )
         value = await asyncio.wait_for(call, step.timeout) if step.timeout else await call
-        _check_result(value)
+        check_result(value)
     except asyncio.CancelledError:
         raise
     except TimeoutError:
@@ -96,7 +101,8 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
     return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=value)
 
 
-def _check_result(value: Any) -> None:
+def check_result(value: Any) -> None:
+    """Refuse a result that cannot be recorded: not JSON, or too large."""
     try:
         size = len(orjson.dumps(value))
     except TypeError as exc:

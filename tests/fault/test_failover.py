@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocol
 
+from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.client import Client, ExecutionResult, partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, WORKER_GROUP
+from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, WORKER_GROUP
 from cerebelum.core.events import TERMINAL_EVENTS
 from cerebelum.worker.ranges import parse_ranges
 from tests.conftest import LOGS, ROOT, Processes, process_env
@@ -127,8 +126,15 @@ def settled_ownership(members: list[Member]) -> dict[int, frozenset[int]] | None
         if not member.alive:
             return None
         events = ownership_events(member)
-        assigned = [parts for _, kind, parts in events if kind == "assigned"]
-        if not events or events[-1][1] != "owning" or not assigned or events[-1][2] != assigned[-1]:
+        # Assignments are incremental: "assigned" lines give the whole set after the change,
+        # "revoked" lines what was taken away.
+        assigned: frozenset[int] = frozenset()
+        for _, kind, parts in events:
+            if kind == "assigned":
+                assigned = parts
+            elif kind == "revoked":
+                assigned -= parts
+        if not events or events[-1][1] != "owning" or events[-1][2] != assigned:
             return None
         owned[i] = events[-1][2]
     union: set[int] = set()
@@ -153,19 +159,12 @@ async def wait_settled(members: list[Member], timeout: float = 60) -> dict[int, 
 
 async def group_assignment(settings: Settings) -> list[frozenset[int]]:
     """The partitions of each member of the worker group, as the broker's coordinator sees them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    inspector = ClusterInspector(settings)
     try:
-        (response,) = await admin.describe_consumer_groups([WORKER_GROUP])
-        (group,) = response.groups
-        members = group[-1] if response.API_VERSION < 3 else group[-2]
-        out = []
-        for member in members:
-            assignment = ConsumerProtocol.ASSIGNMENT.decode(member[-1])
-            out.append(frozenset(p for _, parts in assignment.assignment for p in parts))
-        return out
+        group = await inspector.describe(WORKER_GROUP, TOPIC_COMMANDS)
     finally:
-        await admin.close()
+        await inspector.close()
+    return [frozenset(m.partitions) for m in group.members]
 
 
 # -- load ------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ async def test_two_workers_own_32_partitions_each_and_executions_name_their_owne
     owned = sorted(p for w in view["workers"] for p in w["partitions"])
     assert owned == list(range(64))
     for w in view["workers"]:
-        assert w["member_id"].startswith(w["client_id"]) and w["host"]
+        assert w["member_id"] and w["client_id"].startswith("cerebelum-worker:") and w["host"]
         assert all(view["partitions"][p]["owner"] == w["client_id"] for p in w["partitions"])
     assert view["mirror"]["group"] == "cerebelum-mirror"
 

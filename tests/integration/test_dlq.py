@@ -58,8 +58,9 @@ async def test_bad_commands_go_to_dlq(
         unique("not-object").encode(): b"[1, 2, 3]",
         unique("no-id").encode(): b'{"type": "StartExecution", "workflow": "w3"}',
         unique("no-workflow").encode(): b'{"type": "StartExecution", "execution_id": "x1"}',
-        unique("unknown").encode(): b'{"type": "StartExecution", "execution_id": "u1", '
-        b'"workflow": "no-such-workflow", "inputs": {}}',
+        # keyed by its own id, so it is refused for its workflow, not for its key
+        unique("unknown").encode(): b'{"type": "StartExecution", "execution_id": "%s", '
+        b'"workflow": "no-such-workflow", "inputs": {}}' % unique("unknown").encode(),
         unique("bad-type").encode(): b'{"type": "LaunchMissiles", "execution_id": "m1"}',
     }
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from cerebelum.admin import verify as v
-from cerebelum.admin.cluster import GroupDescription, Member, build_view, decode_members
+from cerebelum.admin.cluster import GroupDescription, Member, build_view, group_description
 from cerebelum.admin.verify import (
     CommandRecord,
     KafkaHistory,
@@ -218,15 +218,23 @@ def test_report_counts_findings_by_kind() -> None:
 # --- the cluster view's pure parts -------------------------------------------------------------
 
 
-def test_member_assignments_are_decoded() -> None:
-    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment as Assignment
+def test_group_descriptions_name_each_members_partitions() -> None:
+    from confluent_kafka import ConsumerGroupState, TopicPartition
+    from confluent_kafka.admin import ConsumerGroupDescription, MemberAssignment, MemberDescription
 
-    raw = Assignment(0, [("cerebelum.commands", [2, 0, 1]), ("other", [5])], b"").encode()
-    (member,) = decode_members([("m-1", "cerebelum-worker:h:1", "/1.2.3.4", b"", raw)],
-                               "cerebelum.commands")  # fmt: skip
-    assert member == Member("m-1", "cerebelum-worker:h:1", "/1.2.3.4", (0, 1, 2))
-    (rebalancing,) = decode_members([("m-2", "c", "h", b"", b"")], "cerebelum.commands")
-    assert rebalancing.partitions == ()
+    tps = [TopicPartition("cerebelum.commands", p) for p in (2, 0, 1)] + [TopicPartition("x", 5)]
+    found = ConsumerGroupDescription(
+        "cerebelum-workers", False,
+        [MemberDescription("m-1", "cerebelum-worker:h:1", "/1.2.3.4", MemberAssignment(tps)),
+         MemberDescription("m-2", "c", "h", MemberAssignment([]))],
+        "", ConsumerGroupState.PREPARING_REBALANCING, None,
+    )  # fmt: skip
+    group = group_description("cerebelum-workers", found, "cerebelum.commands")
+    assert group.state == "PreparingRebalance"
+    assert group.members == (
+        Member("m-1", "cerebelum-worker:h:1", "/1.2.3.4", (0, 1, 2)),
+        Member("m-2", "c", "h", ()),
+    )
 
 
 def test_the_view_puts_owners_lag_and_live_counts_together() -> None:
