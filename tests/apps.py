@@ -285,3 +285,54 @@ def relay_6(relay_5: dict) -> dict:
 failover_relay = Workflow(
     "failover_relay", relay_1 >> relay_2 >> relay_3 >> relay_4 >> relay_5 >> relay_6
 )
+
+
+# --- injected engine bugs (tests/unit/test_batch.py, tests/integration/test_integrity.py) -----
+
+
+class BuggyStep(Step):
+    """A step whose definition breaks `decide` once armed: a stand-in for a bug in the state
+    machine. `on` names what raises: "dispatch" (its parameters, read to dispatch it) or
+    "failure" (its retry policy, read when a run of it failed)."""
+
+    __slots__ = ("on", "armed", "_params", "_retry")
+
+    def __init__(self, fn: object, name: str, on: str) -> None:
+        self.on = on
+        self.armed = False
+        super().__init__(fn, name=name)  # type: ignore[arg-type]
+
+    @property  # type: ignore[override]
+    def params(self) -> tuple[str, ...]:
+        if self.armed and self.on == "dispatch":
+            raise RuntimeError(f"injected bug: dispatching {self.name}")
+        return self._params
+
+    @params.setter
+    def params(self, value: tuple[str, ...]) -> None:
+        self._params = value
+
+    @property  # type: ignore[override]
+    def retry(self) -> object:
+        if self.armed and self.on == "failure":
+            raise RuntimeError(f"injected bug: handling a failure of {self.name}")
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: object) -> None:
+        self._retry = value
+
+
+def _fails(inputs: dict) -> dict:
+    raise ValueError("this step always fails")
+
+
+def _passes(inputs: dict) -> dict:
+    return {"ok": True}
+
+
+bug_on_start = BuggyStep(_passes, "bug_on_start", on="dispatch")
+bug_on_failure = BuggyStep(_fails, "bug_on_failure", on="failure")
+bug_at_start = Workflow("bug_at_start", [bug_on_start])
+bug_in_outcome = Workflow("bug_in_outcome", [bug_on_failure])
+bug_on_start.armed = bug_on_failure.armed = True  # after the definitions were checked

@@ -78,11 +78,15 @@ class Processes:
     def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = LOGS / f"{self.name}-{len(self.procs)}-{args[0]}.log"
+        # Tests can drive the processes of another checkout (its own .venv), to show that a
+        # test fails on an older revision: CEREBELUM_TEST_PROCESS_ROOT=/path/to/checkout.
+        root = Path(os.environ.get("CEREBELUM_TEST_PROCESS_ROOT") or ROOT)
+        python = str(root / ".venv" / "bin" / "python") if root != ROOT else sys.executable
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cerebelum", *args],
-                cwd=ROOT,
-                env=process_env(self.settings, **env),
+                [python, "-m", "cerebelum", *args],
+                cwd=root,
+                env=process_env(self.settings, PYTHONPATH=str(root), **env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

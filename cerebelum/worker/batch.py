@@ -194,6 +194,8 @@ def _snapshot(
         problem = ("InternalError", f"execution state cannot be encoded: {exc}")
     if problem is not None:
         state, events, _ = _fail(state, *problem, now, registry)
+        # It ends here: what the batch meant it to do next (run a step, arm a timer) is moot.
+        batch.effects = [(p, e) for p, e in batch.effects if e.execution_id != state.id]
         key = state.id.encode()
         batch.records.extend(
             Record(TOPIC_EVENTS, ps.partition, key, orjson.dumps(e), None) for e in events
