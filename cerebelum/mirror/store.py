@@ -21,7 +21,9 @@ ON CONFLICT DO NOTHING
 """
 
 # The WHERE keeps a row from going backwards: an older batch (a replay, a slow mirror that lost
-# its partitions) changes nothing. COALESCE keeps what earlier batches set and this one did not.
+# its partitions) changes nothing. COALESCE keeps what earlier batches set and this one did not,
+# except the error of a batch that finishes the execution (finished_at set): that one is final,
+# so a completion's NULL clears an earlier attempt's error.
 UPSERT_EXECUTIONS = """
 INSERT INTO executions AS x (
     execution_id, workflow, workflow_version, status, current_step, inputs, output, error,
@@ -42,7 +44,8 @@ ON CONFLICT (execution_id) DO UPDATE SET
     current_step     = COALESCE(EXCLUDED.current_step, x.current_step),
     inputs           = COALESCE(EXCLUDED.inputs, x.inputs),
     output           = COALESCE(EXCLUDED.output, x.output),
-    error            = COALESCE(EXCLUDED.error, x.error),
+    error            = CASE WHEN EXCLUDED.finished_at IS NOT NULL THEN EXCLUDED.error
+                            ELSE COALESCE(EXCLUDED.error, x.error) END,
     started_at       = COALESCE(EXCLUDED.started_at, x.started_at),
     finished_at      = COALESCE(EXCLUDED.finished_at, x.finished_at),
     kafka_partition  = COALESCE(EXCLUDED.kafka_partition, x.kafka_partition),
