@@ -106,3 +106,22 @@ def execution_columns(rows: Sequence[ExecutionRow]) -> tuple[list[object], ...]:
         [r.last_version for r in rows],
         [r.kafka_partition for r in rows],
     )
+
+
+RECORD_REJECT = """
+INSERT INTO mirror_rejects
+    (kafka_partition, kafka_offset, execution_id, version, event, sqlstate, message)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
+
+async def record_reject(
+    conn: asyncpg.Connection, row: EventRow, sqlstate: str | None, message: str
+) -> bool:
+    """Set one refused event aside in mirror_rejects; False if it was recorded before."""
+    status = await conn.execute(
+        RECORD_REJECT, row.kafka_partition, row.kafka_offset, row.execution_id, row.version,
+        row.data, sqlstate, message,
+    )  # fmt: skip
+    return bool(status.endswith(" 1"))

@@ -375,14 +375,17 @@ async def test_an_event_postgres_refuses_is_skipped_alone(
     (eid,) = new_ids(1)
     rows = rows_of(completed_history(eid))
     # Valid to the decoder, refused by PostgreSQL (we forge the text the decoder would keep).
-    rows[3] = rows[3]._replace(data="{broken")
+    # mirror_rejects is keyed by Kafka coordinates: forged ones must not repeat between runs.
+    rows[3] = rows[3]._replace(data="{broken", kafka_offset=uuid.uuid4().int % 2**62)
     mirror = Mirror(settings, pool=pool)
     await mirror._write(rows)
-    assert mirror.stats.poison == 1
+    assert mirror.stats.rejected == 1
     versions = await pool.fetch(
         "SELECT version FROM events WHERE execution_id = $1 ORDER BY version", eid
     )
     assert [r["version"] for r in versions] == [1, 2, 3, 5, 6]
+    reject = await pool.fetchrow("SELECT * FROM mirror_rejects WHERE execution_id = $1", eid)
+    assert (reject["version"], reject["sqlstate"], reject["event"]) == (4, "22P02", "{broken")
     assert (
         await pool.fetchval("SELECT status FROM executions WHERE execution_id = $1", eid)
         == "completed"
