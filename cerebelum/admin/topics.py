@@ -12,15 +12,17 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from cerebelum.errors import CerebelumError
+from cerebelum.resources import TOPIC_DECLARATIONS
 
-DEFAULT_DECLARATIONS = Path(__file__).resolve().parents[2] / "topics" / "topics.json"
+# topics/topics.json, shipped inside the package (cerebelum/resources.py).
+DEFAULT_DECLARATIONS = TOPIC_DECLARATIONS
 
 
 class TopicMismatch(CerebelumError):
@@ -35,7 +37,7 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def load_declarations(path: Path = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
+def load_declarations(path: Traversable = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
     doc = json.loads(path.read_text())
     return [
         TopicSpec(t["name"], t["partitions"], t["replication_factor"], dict(t.get("configs", {})))
