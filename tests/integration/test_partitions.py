@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from cerebelum.admin.topics import TopicMismatch, apply_topics, load_declarations
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS
+from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_DLQ, TOPIC_EVENTS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import signal_command, start_command
 from cerebelum.core.events import make_event
@@ -85,14 +85,16 @@ async def test_verify_reports_an_id_on_two_partitions_and_commands_off_their_hom
 
 @pytest.fixture
 async def grown_commands(settings: Settings, topics: None) -> AsyncIterator[int]:
-    """cerebelum.commands grown to PARTITIONS + 1 partitions; recreated as declared after."""
+    """cerebelum.commands grown to PARTITIONS + 1 partitions; recreated as declared after,
+    with cerebelum.dlq: dead letters name their command by partition and offset, which a new
+    commands topic reuses (verify would take new commands for old dead letters)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         await admin.create_partitions({TOPIC_COMMANDS: NewPartitions(PARTITIONS + 1)})
         yield PARTITIONS
     finally:
-        await admin.delete_topics([TOPIC_COMMANDS])
+        await admin.delete_topics([TOPIC_COMMANDS, TOPIC_DLQ])
         await admin.close()
         # Deletion completes in the background: re-apply until the topic is created anew.
         deadline = time.monotonic() + 60
