@@ -342,10 +342,19 @@ def _our_pids(layout: KafkaLayout) -> list[int]:
     # `up` that overwrote it): the command line, which names our server.properties, decides.
     found = processes_with("kafka.Kafka", str(layout.server_properties))
     pid = read_pid(layout.pid_file)
-    if pid in found:
-        found.remove(pid)
-        found.insert(0, pid)
+    if pid is not None and (pid in found or _is_broker(pid)):
+        # The pid file's broker first; it counts even if its command line names the config by
+        # another spelling of the path (a broker started before roots were made absolute).
+        found = [pid, *(p for p in found if p != pid)]
     return found
+
+
+def _is_broker(pid: int) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return pid_alive(pid) and b"kafka.Kafka" in args
 
 
 def start(layout: KafkaLayout) -> None:
