@@ -5,6 +5,7 @@ shipped inside the package."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -58,7 +59,16 @@ async def test_a_wheel_installed_in_a_fresh_venv_migrates_and_applies_topics(
     outside.mkdir()
     pip = [sys.executable, "-m", "pip"]
 
-    run([*pip, "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"), str(ROOT)],
+    # Built from a copy of what the Dockerfile copies: no build/ left in the checkout, and
+    # nothing outside those files can be what makes the wheel work.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "cerebelum", source / "cerebelum", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for folder in ("sql", "topics"):
+        shutil.copytree(ROOT / folder, source / folder)
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / file, source / file)
+    run([*pip, "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"), str(source)],
         outside, env)  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("cerebelum-*.whl")
 
