@@ -9,7 +9,10 @@ A view is built from, in order:
 2. the worker group's committed offsets on cerebelum.commands and the partitions' end offsets
    (read_committed, so last stable offsets): the lag per partition;
 3. the same for the mirror group on cerebelum.events: the mirror's lag;
-4. PostgreSQL, when a pool is given: live executions per partition (executions.kafka_partition).
+4. PostgreSQL, when a pool is given: live executions per partition (executions.kafka_partition);
+5. the topics' partition counts, checked against topics/topics.json: a topic grown past its
+   declared count has partitions no worker serves (ids map onto PARTITIONS only), listed as
+   `unserved_partitions` beside the `partition_problems`.
 
 `ClusterInspector` holds the admin client and the offsets consumer; a long-lived process (the
 API) keeps one and asks it for a cached description to name an execution's owner cheaply.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +33,17 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._group import ConsumerGroupDescription
 
+from cerebelum.admin.topics import partition_count_problems
 from cerebelum.config import Settings
-from cerebelum.constants import MIRROR_GROUP, PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
+from cerebelum.constants import (
+    MIRROR_GROUP,
+    PARTITIONS,
+    TOPIC_COMMANDS,
+    TOPIC_DLQ,
+    TOPIC_EVENTS,
+    TOPIC_STATE,
+    WORKER_GROUP,
+)
 
 # The API names an execution's owner from a description at most this old: ownership changes
 # only on a rebalance (seconds), and one DescribeGroups per request would load the coordinator.
@@ -183,6 +196,15 @@ class ClusterInspector:
             if tp.topic == topic and o.offset >= 0
         }
 
+    async def partition_counts(self, topics: list[str]) -> dict[str, int]:
+        """Topic → its partition count, from the broker (topics that do not exist are absent)."""
+        admin, _ = await self._open()
+        counts = {}
+        for t in await admin.describe_topics(topics):
+            if t.get("error_code", 0) == 0:
+                counts[t["topic"]] = len(t["partitions"])
+        return counts
+
     async def end_offsets(self, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
         """Partition → its last stable offset (read_committed: open transactions excluded)."""
         _, consumer = await self._open()
@@ -216,18 +238,26 @@ async def cluster_view(
     own = inspector is None
     inspector = inspector or ClusterInspector(settings)
     try:
+        counts = await inspector.partition_counts(
+            [TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ]
+        )
+        # Every partition that exists, past PARTITIONS too: that is where unserved work sits.
+        commands = counts.get(TOPIC_COMMANDS, PARTITIONS)
         workers = await inspector.describe(WORKER_GROUP, TOPIC_COMMANDS)
         committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
-        starts = await inspector.beginning_offsets(TOPIC_COMMANDS)
-        ends = await inspector.end_offsets(TOPIC_COMMANDS)
+        starts = await inspector.beginning_offsets(TOPIC_COMMANDS, commands)
+        ends = await inspector.end_offsets(TOPIC_COMMANDS, commands)
         mirror = await inspector.describe(MIRROR_GROUP, TOPIC_EVENTS)
         mirror_committed = await inspector.committed(MIRROR_GROUP, TOPIC_EVENTS)
-        event_ends = await inspector.end_offsets(TOPIC_EVENTS)
+        event_ends = await inspector.end_offsets(TOPIC_EVENTS, counts.get(TOPIC_EVENTS, PARTITIONS))
     finally:
         if own:
             await inspector.close()
     live = await live_executions(pool) if pool is not None else None
-    return build_view(workers, committed, starts, ends, mirror, mirror_committed, event_ends, live)
+    return build_view(
+        workers, committed, starts, ends, mirror, mirror_committed, event_ends, live,
+        partition_counts=counts,
+    )  # fmt: skip
 
 
 def build_view(
@@ -239,11 +269,19 @@ def build_view(
     mirror_committed: dict[int, int],
     event_ends: dict[int, int],
     live: dict[int, int] | None,
+    *,
+    partition_counts: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the view from what was read (pure, so the shape is easy to test)."""
+    """Assemble the view from what was read (pure, so the shape is easy to test).
+
+    `partition_counts` (topic → partitions in Kafka) adds the partitions of cerebelum.commands
+    past PARTITIONS, which no worker serves, and the problems `partition_count_problems` finds.
+    """
+    counts = partition_counts or {}
+    total = max(PARTITIONS, counts.get(TOPIC_COMMANDS, PARTITIONS))
     owners = workers.owners()
     partitions: list[dict[str, Any]] = []
-    for p in range(PARTITIONS):
+    for p in range(total):
         # A partition the group never committed is read from its first offset (earliest).
         position = max(committed.get(p, 0), starts.get(p, 0))
         partitions.append({
@@ -256,7 +294,7 @@ def build_view(
         })  # fmt: skip
     members: list[dict[str, Any]] = []
     for m in workers.members:
-        mine = [partitions[p] for p in m.partitions if p < PARTITIONS]
+        mine = [partitions[p] for p in m.partitions if p < total]
         members.append({
             "client_id": m.client_id,
             "member_id": m.member_id,
@@ -269,7 +307,10 @@ def build_view(
         "group": workers.group,
         "state": workers.state,
         "workers": members,
-        "unowned_partitions": [p for p in range(PARTITIONS) if p not in owners],
+        "unowned_partitions": [p for p in range(total) if p not in owners],
+        # Ids map onto 0..PARTITIONS-1 only: past that, an owner is assigned but serves nothing.
+        "unserved_partitions": list(range(PARTITIONS, total)),
+        "partition_problems": partition_count_problems(counts),
         "lag": sum(x["lag"] for x in partitions),
         "live_executions": None if live is None else sum(live.values()),
         "partitions": partitions,

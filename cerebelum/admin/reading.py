@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS
 
 # Progress callback: (topic, offsets covered, offsets to cover); transaction markers take
 # offsets too, so offsets, not records, reach the total.
@@ -92,11 +91,12 @@ async def read_topic(
 async def start_offsets(
     settings: Settings, topic: str, ends: Offsets, since_ms: int | None
 ) -> Offsets:
-    """Where to start reading: the first held offsets, or the first at or after `since_ms`."""
+    """Where to start reading (in the partitions of `ends`): the first held offsets, or the
+    first at or after `since_ms`."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topic, p) for p in sorted(ends)]
         beginning = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
         if since_ms is None:
             return beginning

@@ -5,8 +5,10 @@
 In order (the order makes "processed" mean the same thing in every read):
 1. the worker group's committed offsets on cerebelum.commands; a command below its partition's
    committed offset was processed, and its events were committed in the same transaction;
-2. the end offsets (last stable offsets) of the commands, events and DLQ topics, taken after 1,
-   so they cover every processed command's events and dead letters;
+2. the topics' partition counts (a count other than the declared one is a note, and every
+   partition is read, past PARTITIONS too) and the end offsets (last stable offsets) of the
+   commands, events and DLQ topics, taken after 1, so they cover every processed command's
+   events and dead letters;
 3. cerebelum.events (read_committed) up to its ends: every history, checked one by one;
 4. cerebelum.dlq up to its ends: the (partition, offset) of every dead-lettered command;
 5. cerebelum.commands up to its ends, checked chunk by chunk against 3 and 4;
@@ -26,6 +28,7 @@ from aiokafka.structs import ConsumerRecord
 
 from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.admin.reading import Offsets, Progress, read_topic, start_offsets
+from cerebelum.admin.topics import partition_count_problems
 from cerebelum.admin.verify import (
     LOST_START,
     MALFORMED_EVENT,
@@ -45,6 +48,7 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
     MIRROR_GROUP,
+    PARTITIONS,
     TOPIC_COMMANDS,
     TOPIC_DLQ,
     TOPIC_EVENTS,
@@ -81,7 +85,12 @@ async def verify(
     try:
         committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
         topics = (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_DLQ)
-        ends = {topic: await inspector.end_offsets(topic) for topic in topics}
+        counts = await inspector.partition_counts(list(topics))
+        report.notes.extend(partition_count_problems(counts))
+        ends = {
+            topic: await inspector.end_offsets(topic, counts.get(topic, PARTITIONS))
+            for topic in topics
+        }
         window = await start_offsets(settings, TOPIC_EVENTS, ends[TOPIC_EVENTS], since_ms)
         histories, started = await _read_events(
             settings, window, ends[TOPIC_EVENTS], report, progress

@@ -1,22 +1,28 @@
 """`cerebelum topics apply`: create the declared topics, check the ones that exist.
 
 A topic that exists with another partition count is an error, never ignored: the partition
-count decides which partition an execution id maps to.
+count decides which partition an execution id maps to. `partition_count_problems` says so in
+words for every process that reads the counts (topics apply, the cluster view, verify, and a
+worker before it joins the group).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from cerebelum.errors import CerebelumError
+from cerebelum.resources import TOPIC_DECLARATIONS
 
-DEFAULT_DECLARATIONS = Path(__file__).resolve().parents[2] / "topics" / "topics.json"
+# topics/topics.json, shipped inside the package (cerebelum/resources.py).
+DEFAULT_DECLARATIONS = TOPIC_DECLARATIONS
 
 
 class TopicMismatch(CerebelumError):
@@ -31,12 +37,50 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def load_declarations(path: Path = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
+def load_declarations(path: Traversable = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
     doc = json.loads(path.read_text())
     return [
         TopicSpec(t["name"], t["partitions"], t["replication_factor"], dict(t.get("configs", {})))
         for t in doc["topics"]
     ]
+
+
+@functools.cache
+def _shipped_declarations() -> tuple[TopicSpec, ...]:
+    return tuple(load_declarations())
+
+
+def partition_count_problems(
+    actual: Mapping[str, int], declared: Sequence[TopicSpec] | None = None
+) -> list[str]:
+    """One sentence per topic of `actual` (name → its partition count in Kafka) whose count is
+    not the declared one (topics/topics.json unless `declared` is given); [] when all agree.
+    Topics not in `actual`, or not declared, are not checked.
+
+    Execution ids map onto the declared count (murmur2(id) % 64): past it, partitions are served
+    by no worker and what lands there never runs; short of it, ids map to partitions that do
+    not exist.
+    """
+    specs = _shipped_declarations() if declared is None else declared
+    problems = []
+    for spec in specs:
+        have = actual.get(spec.name)
+        if have is None or have == spec.partitions:
+            continue
+        if have > spec.partitions:
+            extra = _span(spec.partitions, have - 1)
+            effect = f"partition(s) {extra} are served by no worker: what lands there never runs"
+        else:
+            effect = f"ids of partition(s) {_span(have, spec.partitions - 1)} have nowhere to go"
+        problems.append(
+            f"topic {spec.name} has {have} partitions, declared {spec.partitions}: {effect}. "
+            f"A topic's partition count cannot change: recreate it with {spec.partitions}."
+        )
+    return problems
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
 async def apply_topics(
@@ -49,13 +93,12 @@ async def apply_topics(
     try:
         existing = await _partition_counts(admin, [s.name for s in specs])
         missing = [s for s in specs if s.name not in existing]
+        problems = partition_count_problems(existing, specs)
+        if problems:
+            # Every problem at once, and nothing changed: an operator fixes them in one go.
+            raise TopicMismatch("\n".join(problems))
         for spec in specs:
             have = existing.get(spec.name)
-            if have is not None and have != spec.partitions:
-                raise TopicMismatch(
-                    f"topic {spec.name} has {have} partitions, declared {spec.partitions}: "
-                    "executions would map to the wrong partitions. Recreate it or fix topics/."
-                )
             if have is not None:
                 if await _update_configs(admin, spec):
                     report.append(f"updated  {spec.name} (configs set to the declared ones)")

@@ -15,8 +15,14 @@ Finding kinds:
                            opens one per step; a result without a `signal` field closes it)
     not_started            the execution's first event is not ExecutionStarted
     malformed_event        a record on cerebelum.events that is not a valid event
+    two_partitions         one execution id has events on two (or more) partitions: two
+                           executions ran under one id (invariant 8)
     lost_start             a processed StartExecution with no ExecutionStarted and not in the DLQ
     malformed_not_in_dlq   a processed command that does not parse and is not in the DLQ
+    wrong_partition        a processed command, not in the DLQ, on a partition other than its
+                           execution id's home partition (invariant 8)
+    unserved_partition     a command on a partition past the PARTITIONS the workers serve (the
+                           topic was grown): it never runs, processed or not
     database_mismatch      PostgreSQL's events or executions row disagree with Kafka
 """
 
@@ -29,8 +35,10 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cerebelum.constants import PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import StartExecution, parse_command
+from cerebelum.core.ids import home_partition
 from cerebelum.errors import InvalidCommand
 from cerebelum.mirror.fold import decode_event
 
@@ -42,6 +50,9 @@ NOT_STARTED = "not_started"
 MALFORMED_EVENT = "malformed_event"
 LOST_START = "lost_start"
 MALFORMED_NOT_IN_DLQ = "malformed_not_in_dlq"
+TWO_PARTITIONS = "two_partitions"
+WRONG_PARTITION = "wrong_partition"
+UNSERVED_PARTITION = "unserved_partition"
 DATABASE_MISMATCH = "database_mismatch"
 
 _RESULTS = frozenset({ev.STEP_COMPLETED, ev.STEP_FAILED})
@@ -142,7 +153,26 @@ def check_history(
             )
         )
     findings.extend(_results_recorded_twice(execution_id, [first[v] for v in versions], complete))
+    findings.extend(_on_two_partitions(execution_id, events))
     return findings
+
+
+def _on_two_partitions(execution_id: str, events: Sequence[SeenEvent]) -> list[Finding]:
+    partitions = sorted({e.partition for e in events})
+    if len(partitions) < 2:
+        return []
+    home = home_partition(execution_id, PARTITIONS)
+    away = next(p for p in partitions if p != home)
+    listed = ", ".join(str(p) for p in partitions)
+    return [
+        Finding(
+            TWO_PARTITIONS,
+            execution_id,
+            f"events on partitions {listed} of cerebelum.events (its home partition is {home}): "
+            "two executions ran under this id",
+            away,
+        )
+    ]
 
 
 def _missing(versions: list[int], low: int) -> str:
@@ -209,6 +239,10 @@ def check_commands(
     (`started`: execution ids) or be in the DLQ (`dead_lettered`: its source partition and
     offset); every processed command that does not parse must be in the DLQ.
 
+    A processed command (of any type) that is not in the DLQ must sit on its execution id's home
+    partition; a command on a partition past PARTITIONS is reported whatever its state (no
+    worker serves that partition, so it never runs).
+
     Processed means below the worker group's committed offset of its partition: the events of
     a processed command were committed in the same transaction as that offset. Pass `into` to
     check a topic chunk by chunk, adding to one result.
@@ -221,6 +255,14 @@ def check_commands(
         except InvalidCommand as exc:
             command, reason = None, exc.reason
         is_start = isinstance(command, StartExecution)
+        if c.partition >= PARTITIONS:
+            result.findings.append(
+                Finding(UNSERVED_PARTITION, None if command is None else command.execution_id,
+                        f"command on partition {c.partition} of cerebelum.commands, past the "
+                        f"{PARTITIONS} the workers serve: it will never run",
+                        c.partition, c.offset)
+            )  # fmt: skip
+            continue
         if c.offset >= committed.get(c.partition, 0):
             result.pending += 1
             result.pending_starts += is_start
@@ -234,7 +276,15 @@ def check_commands(
                         f"processed command that does not parse ({reason}) is not in the DLQ",
                         c.partition, c.offset)
             )  # fmt: skip
-        elif is_start:
+            continue
+        home = home_partition(command.execution_id, PARTITIONS)
+        if c.partition != home:
+            result.findings.append(
+                Finding(WRONG_PARTITION, command.execution_id,
+                        f"processed {type(command).__name__} on partition {c.partition}, not in "
+                        f"the DLQ; the id's home partition is {home}", c.partition, c.offset)
+            )  # fmt: skip
+        if is_start:
             result.starts += 1
             if command.execution_id not in started:
                 result.findings.append(

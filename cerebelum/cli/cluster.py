@@ -1,4 +1,8 @@
-"""`cerebelum cluster [--json] [--no-db]`: the workers, what each owns, lag and live executions."""
+"""`cerebelum cluster [--json] [--no-db]`: the workers, what each owns, lag and live executions.
+
+Exit code 0, or 1 when a topic's partition count differs from topics/topics.json (the view then
+lists the problem and the partitions no worker serves).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="show the workers, the partitions each owns, lag and live executions",
         description="Describe the worker group (cerebelum-workers): its members and the "
         "partitions of cerebelum.commands each owns, the lag per partition (committed offset "
-        "vs end), live executions per partition (from PostgreSQL) and the mirror's lag.",
+        "vs end), live executions per partition (from PostgreSQL) and the mirror's lag. Exit code "
+        "1 when a topic's partition count differs from topics/topics.json.",
     )
     p.add_argument("--json", action="store_true", help="print the view as JSON (as GET /cluster)")
     p.add_argument("--no-db", action="store_true", help="skip PostgreSQL (no live counts)")
@@ -44,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(orjson.dumps(view, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     else:
         print(format_view(view))
-    return 0
+    # A topic with the wrong partition count strands work: scripts must not read it as healthy.
+    return 1 if view["partition_problems"] else 0
 
 
 async def _view(settings: Settings, use_db: bool) -> dict[str, Any]:
@@ -80,6 +86,12 @@ def format_view(view: dict[str, Any]) -> str:
             ],
         ) if view["workers"] else "no workers in the group",
         f"unowned partitions: {ranges(view['unowned_partitions']) or 'none'}",
+        *(
+            [f"unserved partitions: {ranges(view['unserved_partitions'])} (no worker serves "
+             "them: commands there never run)"]
+            if view.get("unserved_partitions") else []
+        ),
+        *[f"PROBLEM: {problem}" for problem in view.get("partition_problems", [])],
         "",
         _table(
             ("PARTITION", "OWNER", "COMMITTED", "END", "LAG", "LIVE"),

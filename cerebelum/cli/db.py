@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from cerebelum.config import Settings
-from cerebelum.db import applied_migrations, migrate
+from cerebelum.db import MigrationError, applied_migrations, migrate
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +22,11 @@ def register(subparsers: Any) -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    applied = asyncio.run(migrate(settings.database_url))
+    try:
+        applied = asyncio.run(migrate(settings.database_url))
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name in applied:
         print(f"applied  {name}")
     if not applied:

@@ -76,7 +76,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    root = args.root or services.find_root()
+    root = (args.root or services.find_root()).resolve()
     saved = services.saved_ports(root)
     ports = services.Ports(
         kafka_port=args.kafka_port or saved.kafka_port,

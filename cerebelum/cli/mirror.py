@@ -9,10 +9,12 @@ import logging
 import signal
 from typing import Any
 
+from cerebelum.backoff import until_ready
 from cerebelum.config import Settings
 from cerebelum.constants import MIRROR_GROUP
 from cerebelum.db import migrate
 from cerebelum.mirror import Mirror
+from cerebelum.mirror.faults import is_retried
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _mirror(settings: Settings, group: str, writers: int, run_migrations: bool) -> None:
-    if run_migrations:
-        for name in await migrate(settings.database_url):
-            log.info("applied migration %s", name)
     mirror = Mirror(settings, group_id=group, writers=writers)
     loop = asyncio.get_running_loop()
+    # Installed first, so SIGTERM also ends the wait for a database or broker not up yet.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mirror.request_stop)
+    if run_migrations:
+        applied = await until_ready(
+            "mirror: PostgreSQL (to apply migrations)",
+            lambda: migrate(settings.database_url),
+            retry_on=is_retried, stopping=mirror.stopping, logger=log,
+        )  # fmt: skip
+        if applied is None:
+            log.info("mirror stopped before PostgreSQL answered")
+            return
+        for name in applied:
+            log.info("applied migration %s", name)
     await mirror.start()
     try:
         await mirror.run()

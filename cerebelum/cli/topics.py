@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
 from cerebelum.admin.topics import (
@@ -38,7 +39,7 @@ def run_apply(args: argparse.Namespace) -> int:
             )
         )
     except TopicMismatch as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in report:
         print(line)

@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Read cerebelum.events (read_committed, to the end offsets taken at start) "
         "and report any execution with a version gap, a duplicate version, two different "
         "events with one version, a step result recorded twice, or a first event other than "
-        "ExecutionStarted; read cerebelum.commands and cerebelum.dlq and report any processed "
-        "start-command with no execution and not in the DLQ (commands the workers have not "
+        "ExecutionStarted, or events of one id on two partitions; read cerebelum.commands and "
+        "cerebelum.dlq and report any processed start-command with no execution and not in the "
+        "DLQ, any processed command off its id's home partition and not in the DLQ, and any "
+        "command on a partition past the 64 the workers serve (commands the workers have not "
         "processed yet are counted as pending, not reported); compare PostgreSQL's rows with "
         "Kafka for the executions the mirror has caught up with. Exit code 1 on any finding.",
     )

@@ -1,5 +1,7 @@
 """Schema migrations from `sql/NNN_name.sql`, and the asyncpg pool every process uses.
 
+The files ship inside the package (cerebelum/resources.py): a wheel migrates like a checkout.
+
 `migrate(url)` applies the pending files in order of NNN. For each pending file, in order:
     1. begin a transaction and take a transaction-scoped advisory lock, so concurrent runs
        (several mirrors starting at once) take turns;
@@ -14,15 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import asyncpg
 import orjson
 
 from cerebelum.errors import CerebelumError
-
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+from cerebelum.resources import MIGRATIONS
 
 # Any fixed 64-bit number; other code must not take advisory locks with this key.
 MIGRATION_LOCK_KEY = 0x0CE2EB1B_0000_0001
@@ -39,20 +40,30 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 class MigrationError(CerebelumError):
-    """The sql/ folder is inconsistent (two files with one number) or a file failed."""
+    """The sql/ folder is missing, empty or inconsistent (two files with one number), or a file
+    failed."""
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Traversable  # a pathlib.Path, or a file inside the installed package
 
 
-def discover(directory: Path = SQL_DIR) -> list[Migration]:
-    """The migration files in `directory`, in order of their number."""
+def discover(directory: Traversable = MIGRATIONS) -> list[Migration]:
+    """The migration files in `directory`, in order of their number.
+
+    No files at all is an error, not "nothing to apply": it means a broken install (the
+    package without its data), and the schema would silently stay empty.
+    """
+    if not directory.is_dir():
+        raise MigrationError(f"no migrations folder at {directory}: is the install complete?")
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    files = sorted((f for f in directory.iterdir() if f.name.endswith(".sql")), key=_name)
+    if not files:
+        raise MigrationError(f"no migrations (NNN_name.sql) in {directory}")
+    for path in files:
         match = _FILE_NAME.match(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNN_name.sql")
@@ -63,7 +74,11 @@ def discover(directory: Path = SQL_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(database_url: str, directory: Path = SQL_DIR) -> list[str]:
+def _name(file: Traversable) -> str:
+    return file.name
+
+
+async def migrate(database_url: str, directory: Traversable = MIGRATIONS) -> list[str]:
     """Apply the pending migrations; return the names of those this call applied."""
     migrations = discover(directory)
     conn: asyncpg.Connection = await asyncpg.connect(database_url)

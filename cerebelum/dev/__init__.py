@@ -8,9 +8,12 @@ The few helpers below are shared by both services.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -45,6 +48,40 @@ def pid_alive(pid: int) -> bool:
         _reap(pid)
         return False
     return True
+
+
+def processes_with(*arguments: str) -> list[int]:
+    """Pids of live processes whose command line holds every one of `arguments` (each a whole
+    argument), found in /proc: what a pid file cannot be trusted to say."""
+    wanted = [a.encode() for a in arguments]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if all(w in args for w in wanted) and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block; say `waiting` first
+    if another process holds it. The kernel drops the lock when its holder exits, crash or not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_pid(path: Path) -> int | None:

@@ -13,6 +13,9 @@ Starting is, in order:
     3. format the storage unless data/meta.properties exists;
     4. launch `kafka.Kafka` detached in its own session;
     5. wait until an admin client can list topics.
+The caller holds the root's `dev up` lock (services.up), so two starts never overlap. A broker
+of this root that is already alive (found by its pid file or, failing that, in /proc by the
+server.properties path on its command line) is waited for, never launched twice.
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cerebelum.dev import DevServiceError, pid_alive, port_answers, read_pid, say
+from cerebelum.dev import (
+    DevServiceError,
+    pid_alive,
+    port_answers,
+    processes_with,
+    read_pid,
+    say,
+)
 
 # 4.1.x: aiokafka's v0 transaction requests (init, add, offsets, commit, abort) pass here.
 KAFKA_VERSION = "4.1.2"
@@ -333,15 +343,29 @@ def is_running(layout: KafkaLayout) -> bool:
 
 
 def _our_pid(layout: KafkaLayout) -> int | None:
-    # The pid file may outlive the broker and the pid be reused: check it is still kafka.Kafka.
+    """The pid of this root's broker: the pid file's if it names it, else found in /proc."""
+    pids = _our_pids(layout)
+    return pids[0] if pids else None
+
+
+def _our_pids(layout: KafkaLayout) -> list[int]:
+    # The pid file may be stale, wrong or missing (an interrupted start, a reused pid, a second
+    # `up` that overwrote it): the command line, which names our server.properties, decides.
+    found = processes_with("kafka.Kafka", str(layout.server_properties))
     pid = read_pid(layout.pid_file)
-    if pid is None or not pid_alive(pid):
-        return None
+    if pid is not None and (pid in found or _is_broker(pid)):
+        # The pid file's broker first; it counts even if its command line names the config by
+        # another spelling of the path (a broker started before roots were made absolute).
+        found = [pid, *(p for p in found if p != pid)]
+    return found
+
+
+def _is_broker(pid: int) -> bool:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return None
-    return pid if b"kafka.Kafka" in cmdline else None
+        return False
+    return pid_alive(pid) and b"kafka.Kafka" in args
 
 
 def start(layout: KafkaLayout) -> None:
@@ -349,7 +373,16 @@ def start(layout: KafkaLayout) -> None:
     if is_running(layout):
         say(f"Kafka already running on {layout.bootstrap} (pid {_our_pid(layout)})")
         return
-    if _our_pid(layout) is None and port_answers(HOST, layout.port):
+    starting = _our_pid(layout)
+    if starting is not None:
+        # Launched by an earlier `up` that was interrupted while it waited: wait in its place.
+        layout.pid_file.write_text(f"{starting}\n")
+        say(f"Kafka is starting on {layout.bootstrap} (pid {starting})", end="")
+        started = time.monotonic()
+        _wait_ready(layout, starting)
+        say(f" ready in {time.monotonic() - started:.1f} s")
+        return
+    if port_answers(HOST, layout.port):
         raise DevServiceError(
             f"port {layout.port} is taken by another process; stop it or pick another port"
         )
@@ -434,12 +467,18 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 
 def stop(layout: KafkaLayout) -> None:
-    """SIGTERM the broker, wait for its clean shutdown, SIGKILL it if that takes too long."""
-    pid = _our_pid(layout)
-    if pid is None:
+    """SIGTERM the broker(s) of this root, wait for a clean shutdown, SIGKILL past the limit."""
+    pids = _our_pids(layout)
+    if not pids:
         say("Kafka is not running")
         layout.pid_file.unlink(missing_ok=True)
         return
+    for pid in pids:  # more than one only if something outside `dev up` launched another
+        _stop_one(pid)
+    layout.pid_file.unlink(missing_ok=True)
+
+
+def _stop_one(pid: int) -> None:
     say(f"stopping Kafka (pid {pid})", end="")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -451,7 +490,6 @@ def stop(layout: KafkaLayout) -> None:
         os.kill(pid, signal.SIGKILL)
         while pid_alive(pid):
             time.sleep(0.1)
-    layout.pid_file.unlink(missing_ok=True)
     say(" stopped")
 
 

@@ -6,7 +6,7 @@ execution's row is the table `EFFECTS`: a new event type is one line there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -15,8 +15,11 @@ import orjson
 from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_EXECUTION_ID_LENGTH
 
-# Where a column's value comes from: a field of the event, or the event's own `at`.
+# Where a column's value comes from: a field of the event (its name), the event's own `at`
+# (AT), nothing (CLEAR: the column becomes NULL), or a function of the whole event.
 AT = object()
+CLEAR = object()
+Source = str | object | Callable[[dict[str, Any]], Any]
 
 
 class Effect(NamedTuple):
@@ -25,7 +28,13 @@ class Effect(NamedTuple):
     # The status after this event; None leaves it as it was; a dict picks by the event's
     # "purpose" field (a sleep timer means sleeping, a signal timeout leaves "waiting").
     status: str | dict[str, str] | None
-    columns: tuple[tuple[str, Any], ...] = ()  # (column, event field or AT)
+    columns: tuple[tuple[str, Source], ...] = ()  # (column, where its value comes from)
+
+
+def _cancelled_error(event: dict[str, Any]) -> dict[str, Any]:
+    """The core's one shape for a cancelled execution's error (the event carries the reason)."""
+    reason = event.get("reason")
+    return ev.cancelled_error(reason if isinstance(reason, str) else "")
 
 
 # The one table to extend for a new event type. Types not listed only bump last_version.
@@ -42,9 +51,12 @@ EFFECTS: dict[str, Effect] = {
     ev.STEP_SCHEDULED: Effect("running", (("current_step", "step"),)),
     ev.STEP_RESCHEDULED: Effect("running", (("current_step", "step"),)),
     ev.STEP_FAILED: Effect(None, (("error", "error"),)),
-    ev.EXECUTION_COMPLETED: Effect("completed", (("output", "output"), ("finished_at", AT))),
+    # A completed execution has no error, whatever an earlier attempt recorded.
+    ev.EXECUTION_COMPLETED: Effect(
+        "completed", (("output", "output"), ("error", CLEAR), ("finished_at", AT))
+    ),
     ev.EXECUTION_FAILED: Effect("failed", (("error", "error"), ("finished_at", AT))),
-    ev.EXECUTION_CANCELLED: Effect("cancelled", (("error", "reason"), ("finished_at", AT))),
+    ev.EXECUTION_CANCELLED: Effect("cancelled", (("error", _cancelled_error), ("finished_at", AT))),
     ev.TIMER_STARTED: Effect({"sleep": "sleeping"}, (("current_step", "step"),)),
     ev.SIGNAL_AWAITED: Effect("waiting", (("current_step", "step"),)),
     ev.APPROVAL_REQUESTED: Effect("waiting", (("current_step", "step"),)),
@@ -94,7 +106,9 @@ class EventRow(NamedTuple):
 
 @dataclass(slots=True)
 class ExecutionRow:
-    """The columns one batch sets on an execution's row; None means "keep what is there"."""
+    """The columns one batch sets on an execution's row; None means "keep what is there",
+    except `error` in a row whose `finished_at` is set: the batch that finishes an execution
+    states its final error, and None there means none (a completion clears it)."""
 
     execution_id: str
     last_version: int = 0
@@ -220,7 +234,11 @@ def apply_event(execution: ExecutionRow, row: EventRow) -> None:
     for column, source in effect.columns:
         if source is AT:
             setattr(execution, column, row.at)
-        elif source in event:
+        elif source is CLEAR:
+            setattr(execution, column, None)
+        elif callable(source):
+            setattr(execution, column, _column_value(column, source(event)))
+        elif isinstance(source, str) and source in event:
             setattr(execution, column, _column_value(column, event[source]))
 
 

@@ -12,6 +12,15 @@ For each batch, in order:
     5. after the commit, commit the batch's Kafka offsets.
 A crash between 4 and 5 replays the batch, which changes nothing.
 
+When PostgreSQL fails step 4 (mirror/faults.py tells which failure is which): a transient or
+setup failure is retried with backoff, the same batch, until it passes; a refusal of the data
+bisects the batch until the events that fail alone are found, sets each aside in the
+`mirror_rejects` table (logged once, counted in `MirrorStats.rejected`) and writes the rest.
+One bad event never holds up the others.
+
+Starting waits for both services: the pool and the group are retried with backoff, one log
+line per attempt, until they answer or `request_stop()` is called.
+
 Pipelining: step 4 of one batch overlaps steps 1 to 3 of the next. With `writers` > 1 the batch is
 split by Kafka partition (an execution lives on one partition) and the shards are written on
 separate connections at once; each shard's batches still commit in order.
@@ -24,21 +33,24 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from cerebelum.backoff import Backoff, until_ready
 from cerebelum.config import Settings
 from cerebelum.constants import EVENT_SCHEMA, MIRROR_GROUP, TOPIC_EVENTS
 from cerebelum.db import connect_pool
+from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
 from cerebelum.mirror.fold import EventRow, MalformedEvent, decode_event, sort_and_dedupe
-from cerebelum.mirror.store import write_batch
+from cerebelum.mirror.store import record_reject, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +61,6 @@ MAX_RECORDS = 20_000
 FETCH_TIMEOUT_MS = 50
 # Throughput and lag go to the log this often: often enough to watch, rarely enough to read.
 REPORT_INTERVAL_S = 10.0
-# A database that went away is retried with backoff from the first to the last value.
-RETRY_FIRST_S = 0.2
-RETRY_MAX_S = 5.0
 # Malformed records are logged one by one up to this many, then only counted.
 MAX_LOGGED_MALFORMED = 100
 
@@ -64,7 +73,7 @@ class MirrorStats:
     events_seen: int = 0  # valid events fetched (including ones already in the table)
     events_written: int = 0  # events that were new to the table
     malformed: int = 0
-    poison: int = 0  # valid-looking events PostgreSQL refused; skipped after bisection
+    rejected: int = 0  # valid-looking events PostgreSQL refused: set aside in mirror_rejects
     commit_failures: int = 0
     db_retries: int = 0
     newer_schema: int = 0
@@ -128,14 +137,37 @@ class Mirror:
     ) -> None:
         await self.stop()
 
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once a stop is requested: what a caller waiting on a service should watch too."""
+        return self._stopping
+
     async def start(self) -> None:
-        """Open the pool (unless given one) and join the consumer group."""
+        """Open the pool (unless given one) and join the consumer group, each retried with
+        backoff until it answers. Returns early, `run()` then returning at once, if a stop is
+        requested while it waits."""
         if self._pool is None:
-            # One connection per writer: each writer has one transaction open at a time.
-            self._pool = await connect_pool(
-                self.settings.database_url, min_size=self.writers, max_size=self.writers
-            )
-        self._consumer = AIOKafkaConsumer(
+            self._pool = await until_ready(
+                f"mirror: PostgreSQL at {_where(self.settings.database_url)}",
+                self._connect_pool, retry_on=is_retried, stopping=self._stopping, logger=log,
+            )  # fmt: skip
+            if self._pool is None:
+                return
+        self._consumer = await until_ready(
+            f"mirror: Kafka at {self.settings.kafka_bootstrap}",
+            self._join_group, retry_on=_kafka_unreachable, stopping=self._stopping,
+            logger=log, quiet=("aiokafka",),  # aiokafka logs each refused bootstrap at ERROR
+        )  # fmt: skip
+        self.stats = MirrorStats()
+
+    async def _connect_pool(self) -> asyncpg.Pool:
+        # One connection per writer: each writer has one transaction open at a time.
+        return await connect_pool(
+            self.settings.database_url, min_size=self.writers, max_size=self.writers
+        )
+
+    async def _join_group(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group_id,
             # Shown by the cluster view as the mirror's member.
@@ -151,12 +183,18 @@ class Mirror:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )
-        self._consumer.subscribe([TOPIC_EVENTS], listener=_DrainOnRevoke(self))
-        await self._consumer.start()
-        self.stats = MirrorStats()
+        consumer.subscribe([TOPIC_EVENTS], listener=_DrainOnRevoke(self))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # closes what the failed start opened
+            raise
+        return consumer
 
     async def run(self) -> None:
         """Mirror batches until `stop()`; then write what was fetched and return."""
+        if self._consumer is None and self._stopping.is_set():
+            return  # stopped while start() waited for the services
         assert self._consumer is not None, "call start() first"
         self._run_done = asyncio.Event()
         next_report = time.monotonic() + self.report_interval_s
@@ -271,45 +309,76 @@ class Mirror:
         await self._commit(shard.offsets)
 
     async def _write(self, rows: Sequence[EventRow]) -> None:
-        """Write rows, retrying while the database is unreachable; bisect to skip poison."""
-        delay = RETRY_FIRST_S
-        while True:
-            assert self._pool is not None
-            try:
-                async with self._pool.acquire() as conn:
-                    written = await write_batch(conn, rows)
-                # Not `+= await ...`: that reads the counter before the await and loses updates.
-                self.stats.events_written += written
-                return
-            except (asyncpg.DataError, asyncpg.ProgramLimitExceededError) as exc:
-                await self._bisect(rows, exc)
-                return
-            except asyncpg.InterfaceError as exc:
-                if isinstance(exc, ValueError):  # asyncpg refused to encode an argument
-                    await self._bisect(rows, exc)
-                    return
-                log.warning("mirror: database write failed (%s); retrying in %.1f s", exc, delay)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("mirror: database write failed (%s); retrying in %.1f s", exc, delay)
-            if self._stopping.is_set():
-                raise _GaveUp
-            self.stats.db_retries += 1
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
+        """Write rows; bisect a batch PostgreSQL refuses down to the events that fail alone.
 
-    async def _bisect(self, rows: Sequence[EventRow], exc: Exception) -> None:
-        """PostgreSQL refused something in `rows`: write the halves (in order), drop the culprit."""
+        1. write the batch in one transaction, waiting out transient and setup failures;
+        2. if PostgreSQL refuses the data, write each half the same way, in order, so each
+           execution's versions still arrive in order;
+        3. an event refused alone is set aside in mirror_rejects and skipped.
+        """
+
+        async def write(conn: asyncpg.Connection) -> None:
+            # Not `+= await ...`: that reads the counter before the await and loses updates.
+            written = await write_batch(conn, rows)
+            self.stats.events_written += written
+
+        refusal = await self._retrying(write)
+        if refusal is None:
+            return
         if len(rows) == 1:
-            row = rows[0]
-            self.stats.poison += 1
-            log.error(
-                "mirror: skipping event %s v%d (partition %d offset %d), PostgreSQL refused it: %s",
-                row.execution_id, row.version, row.kafka_partition, row.kafka_offset, exc,
-            )  # fmt: skip
+            await self._reject(rows[0], refusal)
             return
         middle = len(rows) // 2
         await self._write(rows[:middle])
         await self._write(rows[middle:])
+
+    async def _retrying(
+        self, operation: Callable[[asyncpg.Connection], Awaitable[None]]
+    ) -> Exception | None:
+        """Run `operation` on a pooled connection until it succeeds (None) or PostgreSQL refuses
+        the data (that refusal, returned). Raises _GaveUp if stopping while it cannot write."""
+        backoff = Backoff()
+        while True:
+            assert self._pool is not None
+            try:
+                async with self._pool.acquire() as conn:
+                    await operation(conn)
+                return None
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is None:
+                    raise
+                if fault is Fault.DATA:
+                    return exc
+                delay = backoff.next_delay()
+                cause = "is unreachable" if fault is Fault.TRANSIENT else "needs an operator"
+                log.warning("mirror: PostgreSQL %s (%s); retrying the batch in %.1f s",
+                            cause, _describe(exc), delay)  # fmt: skip
+            if self._stopping.is_set():
+                raise _GaveUp
+            self.stats.db_retries += 1
+            await asyncio.sleep(delay)
+
+    async def _reject(self, row: EventRow, refusal: Exception) -> None:
+        """Set one refused event aside in mirror_rejects; log it the first time only."""
+        state, message = sqlstate(refusal), _describe(refusal)
+        recorded: list[bool] = []
+
+        async def record(conn: asyncpg.Connection) -> None:
+            recorded.append(await record_reject(conn, row, state, message))
+
+        unrecordable = await self._retrying(record)
+        self.stats.rejected += 1
+        where = (f"event {row.execution_id} v{row.version} "
+                 f"(partition {row.kafka_partition} offset {row.kafka_offset})")  # fmt: skip
+        if unrecordable is not None:
+            log.error(
+                "mirror: skipping %s: PostgreSQL refused it (%s) and refused to record it in "
+                "mirror_rejects (%s)", where, message, _describe(unrecordable),
+            )  # fmt: skip
+        elif recorded and recorded[-1]:
+            log.error("mirror: set aside %s in mirror_rejects: PostgreSQL refused it (%s)",
+                      where, message)  # fmt: skip
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets of partitions we still own; a lost partition's new owner replays."""
@@ -349,10 +418,27 @@ class Mirror:
             lag = -1
         log.info(
             "mirror: %d events (%d new) in %d batches, %.0f events/s, lag %d, "
-            "malformed %d, poison %d, db retries %d",
+            "malformed %d, rejected %d, db retries %d",
             s.events_seen, s.events_written, s.batches, s.events_seen / elapsed, lag,
-            s.malformed, s.poison, s.db_retries,
+            s.malformed, s.rejected, s.db_retries,
         )  # fmt: skip
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the SQLSTATE (if any), the exception's type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    state = sqlstate(exc)
+    return (f"{state} " if state else "") + type(exc).__name__ + (f": {text[0]}" if text else "")
+
+
+def _where(database_url: str) -> str:
+    """host:port of a database URL: what a log line may show (never the password)."""
+    parts = urlsplit(database_url)
+    return f"{parts.hostname}:{parts.port or 5432}"
+
+
+def _kafka_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, (KafkaError, OSError, TimeoutError))
 
 
 class _GaveUp(Exception):

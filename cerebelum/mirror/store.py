@@ -21,7 +21,9 @@ ON CONFLICT DO NOTHING
 """
 
 # The WHERE keeps a row from going backwards: an older batch (a replay, a slow mirror that lost
-# its partitions) changes nothing. COALESCE keeps what earlier batches set and this one did not.
+# its partitions) changes nothing. COALESCE keeps what earlier batches set and this one did not,
+# except the error of a batch that finishes the execution (finished_at set): that one is final,
+# so a completion's NULL clears an earlier attempt's error.
 UPSERT_EXECUTIONS = """
 INSERT INTO executions AS x (
     execution_id, workflow, workflow_version, status, current_step, inputs, output, error,
@@ -42,7 +44,8 @@ ON CONFLICT (execution_id) DO UPDATE SET
     current_step     = COALESCE(EXCLUDED.current_step, x.current_step),
     inputs           = COALESCE(EXCLUDED.inputs, x.inputs),
     output           = COALESCE(EXCLUDED.output, x.output),
-    error            = COALESCE(EXCLUDED.error, x.error),
+    error            = CASE WHEN EXCLUDED.finished_at IS NOT NULL THEN EXCLUDED.error
+                            ELSE COALESCE(EXCLUDED.error, x.error) END,
     started_at       = COALESCE(EXCLUDED.started_at, x.started_at),
     finished_at      = COALESCE(EXCLUDED.finished_at, x.finished_at),
     kafka_partition  = COALESCE(EXCLUDED.kafka_partition, x.kafka_partition),
@@ -103,3 +106,22 @@ def execution_columns(rows: Sequence[ExecutionRow]) -> tuple[list[object], ...]:
         [r.last_version for r in rows],
         [r.kafka_partition for r in rows],
     )
+
+
+RECORD_REJECT = """
+INSERT INTO mirror_rejects
+    (kafka_partition, kafka_offset, execution_id, version, event, sqlstate, message)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
+
+async def record_reject(
+    conn: asyncpg.Connection, row: EventRow, sqlstate: str | None, message: str
+) -> bool:
+    """Set one refused event aside in mirror_rejects; False if it was recorded before."""
+    status = await conn.execute(
+        RECORD_REJECT, row.kafka_partition, row.kafka_offset, row.execution_id, row.version,
+        row.data, sqlstate, message,
+    )  # fmt: skip
+    return bool(status.endswith(" 1"))

@@ -108,3 +108,17 @@ def test_discover_refuses_ambiguous_folders(tmp_path: Path) -> None:
     (tmp_path / "notes.sql").write_text("")
     with pytest.raises(MigrationError, match=r"NNN_name\.sql"):
         discover(tmp_path)
+
+
+def test_discover_refuses_a_missing_or_empty_folder(tmp_path: Path) -> None:
+    # A package installed without its data must fail loudly, never report "nothing to apply".
+    with pytest.raises(MigrationError, match="no migrations folder"):
+        discover(tmp_path / "absent")
+    with pytest.raises(MigrationError, match="no migrations"):
+        discover(tmp_path)
+
+
+def test_the_shipped_migrations_are_the_top_level_sql_folder() -> None:
+    from tests.conftest import ROOT
+
+    assert [m.name for m in discover()] == sorted(p.name for p in (ROOT / "sql").glob("*.sql"))

@@ -375,15 +375,51 @@ async def test_an_event_postgres_refuses_is_skipped_alone(
     (eid,) = new_ids(1)
     rows = rows_of(completed_history(eid))
     # Valid to the decoder, refused by PostgreSQL (we forge the text the decoder would keep).
-    rows[3] = rows[3]._replace(data="{broken")
+    # mirror_rejects is keyed by Kafka coordinates: forged ones must not repeat between runs.
+    rows[3] = rows[3]._replace(data="{broken", kafka_offset=uuid.uuid4().int % 2**62)
     mirror = Mirror(settings, pool=pool)
     await mirror._write(rows)
-    assert mirror.stats.poison == 1
+    assert mirror.stats.rejected == 1
     versions = await pool.fetch(
         "SELECT version FROM events WHERE execution_id = $1 ORDER BY version", eid
     )
     assert [r["version"] for r in versions] == [1, 2, 3, 5, 6]
+    reject = await pool.fetchrow("SELECT * FROM mirror_rejects WHERE execution_id = $1", eid)
+    assert (reject["version"], reject["sqlstate"], reject["event"]) == (4, "22P02", "{broken")
     assert (
         await pool.fetchval("SELECT status FROM executions WHERE execution_id = $1", eid)
         == "completed"
     )
+
+
+async def test_a_completion_clears_a_stale_error_and_a_cancellation_has_the_core_shape(
+    pool: asyncpg.Pool,
+) -> None:
+    retried, cancelled = new_ids(2)
+    history = completed_history(retried)
+    failed_attempt = make_event(retried, 5, ev.STEP_FAILED, AT + 4, step="b", attempt=1,
+                                error=error_info("ValueError", "flaky"))  # fmt: skip
+    retry = [
+        make_event(retried, 6, ev.STEP_SCHEDULED, AT + 5, step="b", index=1, attempt=2),
+        make_event(retried, 7, ev.STEP_COMPLETED, AT + 6, step="b", attempt=2, result=3),
+        make_event(retried, 8, ev.EXECUTION_COMPLETED, AT + 7, output={"sum": 5}),
+    ]
+    stopped = [
+        *completed_history(cancelled)[:2],
+        make_event(cancelled, 3, ev.EXECUTION_CANCELLED, AT + 3, reason="customer left"),
+    ]
+    async with pool.acquire() as conn:
+        # The failed attempt and the completion in separate batches, as a live mirror sees them.
+        await write_batch(conn, rows_of([*history[:4], failed_attempt]))
+        query = "SELECT error FROM executions WHERE execution_id = $1"
+        stored = await conn.fetchval(query, retried)
+        assert stored == {"type": "ValueError", "message": "flaky"}
+        await write_batch(conn, rows_of(retry))
+        await write_batch(conn, rows_of(stopped))
+        rows = {
+            r["execution_id"]: dict(r)
+            for r in await conn.fetch(EXECUTIONS_OF, [retried, cancelled])
+        }
+    assert rows[retried]["status"] == "completed" and rows[retried]["error"] is None
+    assert rows[cancelled]["status"] == "cancelled"
+    assert rows[cancelled]["error"] == ev.cancelled_error("customer left")

@@ -158,7 +158,7 @@ def test_fold_of_a_whole_history() -> None:
         current_step="charge",
         inputs='{"order_id":7}',
         output='{"shipped":true}',
-        error='{"type":"Timeout","message":"card service"}',
+        error=None,  # the failed first attempt's error does not outlive the completion
         started_at=AT,
         finished_at=AT + 7,
         kafka_partition=3,
@@ -197,6 +197,30 @@ def test_failed_execution() -> None:
         "step": "reserve",
     }
     assert execution.finished_at == AT + 9
+
+
+def test_a_completion_clears_the_error_of_an_earlier_attempt() -> None:
+    # The failed attempt and the completion in separate batches, as the mirror may see them.
+    (failed_attempt,) = fold([row(e) for e in history()[4:5]])
+    (completion,) = fold([row(e) for e in history()[5:]])
+    assert failed_attempt.error is not None and failed_attempt.finished_at is None
+    assert completion.error is None and completion.finished_at == AT + 7
+    assert merge(merge(None, failed_attempt), completion).error is None
+
+
+def test_a_cancelled_execution_has_the_core_error_shape() -> None:
+    cancelled = make_event("e1", 5, ev.EXECUTION_CANCELLED, AT + 5, reason="customer left")
+    (execution,) = fold([row(cancelled)])
+    assert execution.status == "cancelled" and execution.finished_at == AT + 5
+    assert orjson.loads(execution.error or "") == ev.cancelled_error("customer left")
+    assert ev.cancelled_error("customer left") == {"type": "Cancelled", "message": "customer left"}
+
+
+def test_a_cancellation_without_a_readable_reason_still_has_the_shape() -> None:
+    for reason in ({}, {"reason": 7}):
+        (execution,) = fold([row(make_event("e1", 5, ev.EXECUTION_CANCELLED, AT, **reason))])
+        error = orjson.loads(execution.error or "")
+        assert error["type"] == "Cancelled" and isinstance(error["message"], str)
 
 
 @pytest.mark.parametrize(
@@ -240,14 +264,15 @@ def test_text_columns_take_non_string_values_as_json() -> None:
 
 
 def merge(stored: ExecutionRow | None, new: ExecutionRow) -> ExecutionRow:
-    """What UPSERT_EXECUTIONS does with a stored row and a newer batch's row."""
+    """What UPSERT_EXECUTIONS does with a stored row and a newer batch's row: None keeps the
+    stored value, except the error of a batch that finishes the execution, which is final."""
     if stored is None:
         return new
     if stored.last_version >= new.last_version:
         return stored
     values = {
         f.name: getattr(new, f.name)
-        if getattr(new, f.name) is not None
+        if getattr(new, f.name) is not None or (f.name == "error" and new.finished_at is not None)
         else getattr(stored, f.name)
         for f in dataclasses.fields(ExecutionRow)
     }

@@ -148,23 +148,24 @@ def test_malformed_events_are_refused_as_the_mirror_refuses_them() -> None:
 
 
 def commands(*values: bytes | None, partition: int = 3) -> list[CommandRecord]:
+    # The ids below (a50, b137, c14, d13) have partition 3 as their home partition.
     return [CommandRecord(partition, offset, value) for offset, value in enumerate(values)]
 
 
 def test_processed_starts_must_have_an_execution_or_a_dead_letter() -> None:
     records = commands(
-        start_command("a", "w3", {}),  # 0: started
-        start_command("b", "nope", {}),  # 1: dead-lettered (unknown workflow)
-        start_command("c", "w3", {}),  # 2: lost
+        start_command("a50", "w3", {}),  # 0: started
+        start_command("b137", "nope", {}),  # 1: dead-lettered (unknown workflow)
+        start_command("c14", "w3", {}),  # 2: lost
         b"garbage",  # 3: malformed, dead-lettered
         b"{}",  # 4: malformed, NOT dead-lettered
-        cancel_command("a", "x"),  # 5: not a start: not checked
-        start_command("d", "w3", {}),  # 6: pending
+        cancel_command("a50", "x"),  # 5: not a start: not checked
+        start_command("d13", "w3", {}),  # 6: pending
         b"more garbage",  # 7: pending
     )
-    result = check_commands(records, {"a"}, {(3, 1), (3, 3)}, {3: 6})
+    result = check_commands(records, {"a50"}, {(3, 1), (3, 3)}, {3: 6})
     assert [(f.kind, f.execution_id, f.offset) for f in result.findings] == [
-        (v.LOST_START, "c", 2),
+        (v.LOST_START, "c14", 2),
         (v.MALFORMED_NOT_IN_DLQ, None, 4),
     ]
     assert (result.starts, result.dead_lettered) == (2, 2)
@@ -172,15 +173,15 @@ def test_processed_starts_must_have_an_execution_or_a_dead_letter() -> None:
 
 
 def test_a_partition_never_committed_is_all_pending() -> None:
-    result = check_commands(commands(start_command("a", "w3", {}), b"x"), set(), set(), {})
+    result = check_commands(commands(start_command("a50", "w3", {}), b"x"), set(), set(), {})
     assert result.findings == [] and result.pending == 2 and result.pending_starts == 1
 
 
 def test_commands_can_be_checked_chunk_by_chunk() -> None:
-    records = commands(start_command("a", "w3", {}), start_command("b", "w3", {}))
+    records = commands(start_command("a50", "w3", {}), start_command("b137", "w3", {}))
     result = check_commands(records[:1], set(), set(), {3: 2})
-    check_commands(records[1:], {"b"}, set(), {3: 2}, into=result)
-    assert [f.execution_id for f in result.findings] == ["a"] and result.starts == 2
+    check_commands(records[1:], {"b137"}, set(), {3: 2}, into=result)
+    assert [f.execution_id for f in result.findings] == ["a50"] and result.starts == 2
 
 
 # --- database ----------------------------------------------------------------------------------
