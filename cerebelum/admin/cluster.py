@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import for_code
 
+from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.config import Settings
 from cerebelum.constants import MIRROR_GROUP, PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
 
@@ -98,11 +99,12 @@ class ClusterInspector:
                     isolation_level="read_committed",  # end offsets are last stable offsets
                     enable_auto_commit=False,
                 )
+                # Never cut short mid-start (aiokafka would leak the bootstrap connection).
+                await start_or_stop(admin)
                 try:
-                    await admin.start()
-                    await consumer.start()
+                    await start_or_stop(consumer)
                 except BaseException:
-                    await asyncio.gather(admin.close(), consumer.stop(), return_exceptions=True)
+                    await stop_quietly(admin)
                     raise
                 self._admin, self._consumer = admin, consumer
             return self._admin, self._consumer

@@ -25,6 +25,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.admin.workflows import LiveWorkflows, WorkflowDirectory
 from cerebelum.config import Settings
@@ -242,11 +243,11 @@ class PartitionProbe:
                 isolation_level="read_uncommitted",  # end offsets are high watermarks
                 enable_auto_commit=False,
             )
+            await start_or_stop(reader)
             try:
-                await reader.start()
-                await uncommitted.start()
+                await start_or_stop(uncommitted)
             except BaseException:
-                await asyncio.gather(reader.stop(), uncommitted.stop(), return_exceptions=True)
+                await stop_quietly(reader)
                 raise
             self._reader, self._uncommitted = reader, uncommitted
         return self._reader, self._uncommitted

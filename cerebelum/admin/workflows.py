@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord
 
+from cerebelum._aiokafka import start_or_stop
 from cerebelum.admin.cluster import ClusterInspector, GroupDescription
 from cerebelum.config import Settings
 from cerebelum.constants import TOPIC_WORKFLOWS, WORKER_CLIENT_ID_PREFIX
@@ -108,15 +109,16 @@ async def _produce(settings: Settings, key: str, value: bytes | None, timeout: f
     try:
         # Bootstrap, producer id (retried forever by aiokafka), send: all within the bound.
         async with asyncio.timeout(timeout):
-            await producer.start()
-            await producer.send_and_wait(TOPIC_WORKFLOWS, value, key.encode())
+            await start_or_stop(producer)
+            try:
+                await producer.send_and_wait(TOPIC_WORKFLOWS, value, key.encode())
+            finally:
+                await producer.stop()  # a record not yet sent expires within `timeout`
     except (KafkaError, OSError, TimeoutError) as exc:
         cause = None if isinstance(exc, TimeoutError) else exc
         raise KafkaUnavailable(
             settings.kafka_bootstrap, timeout, f"acknowledge the workflows of {key}", cause
         ) from None
-    finally:
-        await producer.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +270,8 @@ class WorkflowDirectory:
             auto_offset_reset="earliest",  # a position compaction or deletion made invalid
             fetch_max_wait_ms=FOLLOW_WAIT_MS,
         )
-        self._consumer = consumer
-        await consumer.start()
+        await start_or_stop(consumer)
+        self._consumer = consumer  # closed by the caller from here on
         # The consumer's own metadata only covers assigned topics; ask for the topic's now.
         metadata = await consumer._client.fetch_all_metadata()
         partitions = metadata.partitions_for_topic(TOPIC_WORKFLOWS)

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.config import Settings
 from cerebelum.constants import (
     CMD_CANCEL,
@@ -124,16 +125,12 @@ class Client:
         try:
             # Bootstrap, then (idempotence) a producer id: aiokafka retries the latter forever.
             async with asyncio.timeout(self.timeout):
-                await producer.start()
+                await start_or_stop(producer)
         except (KafkaError, OSError, TimeoutError) as exc:
             # Bootstrapped (it knows brokers) but no producer id: say so, it is another fault.
             bootstrapped = bool(producer.client.cluster.brokers())
-            await _stop_quietly(producer)
             doing = "allocate a producer id" if bootstrapped else "answer"
             raise self._unavailable(doing, exc) from None
-        except BaseException:
-            await _stop_quietly(producer)
-            raise
         self._producer = producer
 
     async def close(self) -> None:
@@ -248,17 +245,17 @@ class Client:
                for p in range(PARTITIONS)]  # fmt: skip
         try:
             async with asyncio.timeout(self.timeout):
-                await listener.start()
-                listener.assign(tps)
-                await listener.seek_to_end(*tps)
-                for tp in tps:  # resolve the lazy seek now, so nothing committed later is missed
-                    await listener.position(tp)
+                await start_or_stop(listener)
+                try:
+                    listener.assign(tps)
+                    await listener.seek_to_end(*tps)
+                    for tp in tps:  # resolve the lazy seek now: nothing committed later is missed
+                        await listener.position(tp)
+                except BaseException:
+                    await stop_quietly(listener)
+                    raise
         except (KafkaError, OSError, TimeoutError) as exc:
-            await _stop_quietly(listener)
             raise self._unavailable("answer", exc) from None
-        except BaseException:
-            await _stop_quietly(listener)
-            raise
         self._listener = listener
         self._listen_task = asyncio.get_running_loop().create_task(self._follow())
 
@@ -388,14 +385,6 @@ def _result_of(event: dict[str, Any]) -> ExecutionResult:
         error=error,
         version=event["version"],
     )
-
-
-async def _stop_quietly(kafka: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    """Stop a producer or consumer that failed to start, without masking the original error."""
-    try:
-        await kafka.stop()
-    except Exception:  # noqa: BLE001 - closing a half-started client; its failure says nothing
-        pass
 
 
 def partition_for(execution_id: str, partitions: int = PARTITIONS) -> int:
