@@ -240,6 +240,8 @@ class WorkflowDirectory:
                 log.warning(
                     "%s: reading failed (%r); retrying in %.1f s", TOPIC_WORKFLOWS, exc, delay
                 )
+            except Exception:  # a bug must not end the reader unseen: say so, and go on
+                log.exception("%s: reader failed; retrying in %.1f s", TOPIC_WORKFLOWS, delay)
             finally:
                 await self._close_consumer()
             await asyncio.sleep(delay)
