@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-# Stops of abandoned starts still running: referenced so the loop does not drop them.
+# Abandoned starts, and the stops that follow them, still running: referenced so the loop
+# does not drop them, and so a short-lived process can let them end (`settle`).
 _retiring: set[asyncio.Future[Any]] = set()
 
 
@@ -25,16 +26,27 @@ async def start_or_stop(client: Any) -> None:
         if start.done():
             await stop_quietly(client)
         else:  # cancelled while starting: stop once the start has ended
+            _retiring.add(start)
             start.add_done_callback(lambda _: _retire(start, client))
         raise
 
 
 def _retire(start: asyncio.Future[Any], client: Any) -> None:
+    _retiring.discard(start)
     if not start.cancelled():
         start.exception()  # retrieved: the caller has already been told why it gave up
     stop = asyncio.ensure_future(stop_quietly(client))
     _retiring.add(stop)
     stop.add_done_callback(_retiring.discard)
+
+
+async def settle(timeout: float) -> None:
+    """Let abandoned starts end and their clients stop, for at most `timeout` seconds: a
+    process about to exit calls it so it does not leave clients unclosed."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while _retiring:
+                await asyncio.wait(list(_retiring))
 
 
 async def stop_quietly(client: Any) -> None:

@@ -96,6 +96,8 @@ class KafkaUnavailable(CerebelumError):
         )
         self.bootstrap = bootstrap
         self.timeout = timeout
+        self.doing = doing  # "answer", "allocate a producer id", "acknowledge the start of x"
+        self.cause = cause
 
 
 def _seconds(timeout: float) -> str:

@@ -7,6 +7,8 @@ the case where a command used to hang with no timeout. Any other request is neve
 
     with fake_broker() as address:      # "127.0.0.1:PORT", served from a thread
         ...
+
+`silent_broker()` is a port that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -71,6 +73,35 @@ def fake_broker() -> Iterator[str]:
         stop.set()
         acceptor.join()
         server.close()
+
+
+@contextmanager
+def silent_broker() -> Iterator[str]:
+    """A port that accepts connections and never answers a byte (a hung broker)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        acceptor.join()
+        server.close()
+        for conn in held:
+            conn.close()
 
 
 def _answer(api_key: int, port: int) -> bytes | None:

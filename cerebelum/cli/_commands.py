@@ -12,15 +12,18 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 
+from cerebelum._aiokafka import settle
 from cerebelum.admin.preflight import CHECK_TIMEOUT_S, PartitionProbe, Refusal, check_target
 from cerebelum.config import Settings
 from cerebelum.core.ids import id_problem
 from cerebelum.db import connect_pool
+from cerebelum.errors import KafkaUnavailable
 
 # Reaching Kafka and its acknowledgement: a healthy broker answers in milliseconds, a person
 # should hear within a quarter of a minute that it does not (the Client's own default).
@@ -29,17 +32,42 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+# Kafka clients whose start was cut short by a timeout are stopped once the start ends; an
+# exiting command lets them, for this long at most.
+SETTLE_S = 1.0
+
+
 def quiet(args: argparse.Namespace) -> None:
-    """Only our one line on stderr: no INFO logs, and none of aiokafka's connection errors
-    (it logs each refused connection at ERROR) unless --verbose."""
+    """Only our one line on stderr: no INFO logs, none of aiokafka's connection errors (it logs
+    each refused connection at ERROR) and no asyncio reports of clients left unclosed at exit
+    (a start abandoned at the deadline) unless --verbose."""
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def run_command(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run(main), then let Kafka clients abandoned mid-start stop (SETTLE_S at most)."""
+
+    async def then_settle() -> int:
+        try:
+            return await main
+        finally:
+            await settle(SETTLE_S)
+
+    return asyncio.run(then_settle())
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it holds
     return code
+
+
+def kafka_away(exc: KafkaUnavailable, deadline: Deadline) -> int:
+    """One line for Kafka away, naming the command's whole bound (the part left for Kafka
+    after the checks is less)."""
+    return fail(str(KafkaUnavailable(exc.bootstrap, deadline.seconds, exc.doing, exc.cause)))
 
 
 def bad_ids(*named: tuple[str | None, str]) -> int | None:

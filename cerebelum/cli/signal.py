@@ -8,7 +8,6 @@ caught up on its partition (exit 1). Kafka away: one line on stderr, exit 1, wit
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -20,8 +19,10 @@ from cerebelum.cli._commands import (
     bad_ids,
     check_signal_or_cancel,
     fail,
+    kafka_away,
     quiet,
     refused,
+    run_command,
 )
 from cerebelum.client import Client
 from cerebelum.config import Settings
@@ -72,7 +73,7 @@ def run_signal(args: argparse.Namespace) -> int:
         payload = orjson.loads(args.payload)
     except orjson.JSONDecodeError as exc:
         return fail(f"--payload is not valid JSON: {exc}", EXIT_USAGE)
-    code = asyncio.run(
+    code = run_command(
         _send(args, lambda client: client.signal(args.execution_id, args.name, payload))
     )
     if code == 0:
@@ -85,7 +86,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     code = bad_ids((args.execution_id, "execution_id"))
     if code is not None:
         return code
-    code = asyncio.run(_send(args, lambda client: client.cancel(args.execution_id, args.reason)))
+    code = run_command(_send(args, lambda client: client.cancel(args.execution_id, args.reason)))
     if code == 0:
         print(f"cancel sent to {args.execution_id}")
     return code
@@ -101,5 +102,5 @@ async def _send(args: argparse.Namespace, send: Callable[[Client], Awaitable[Non
         async with Client(settings, timeout=deadline.left()) as client:
             await send(client)
     except KafkaUnavailable as exc:
-        return fail(str(exc))
+        return kafka_away(exc, deadline)
     return 0

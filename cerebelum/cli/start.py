@@ -9,7 +9,6 @@ time: one line on stderr, exit 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import orjson
 
@@ -20,8 +19,10 @@ from cerebelum.cli._commands import (
     Deadline,
     bad_ids,
     fail,
+    kafka_away,
     quiet,
     refused,
+    run_command,
 )
 from cerebelum.client import Client
 from cerebelum.config import Settings
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         return fail(f"--input is not valid JSON: {exc}", EXIT_USAGE)
     default = DEFAULT_WAIT_S if args.wait else DEFAULT_TIMEOUT_S
-    return asyncio.run(_start(args, inputs, Deadline(args.timeout or default)))
+    return run_command(_start(args, inputs, Deadline(args.timeout or default)))
 
 
 async def _start(args: argparse.Namespace, inputs: object, deadline: Deadline) -> int:
@@ -80,7 +81,7 @@ async def _start(args: argparse.Namespace, inputs: object, deadline: Deadline) -
                 return 0
             result = await client.run(args.workflow, inputs, args.execution_id, deadline.left())
     except KafkaUnavailable as exc:
-        return fail(str(exc))
+        return kafka_away(exc, deadline)
     except CommandRejected as exc:
         return fail(str(exc))
     except TimeoutError:

@@ -39,7 +39,7 @@ from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
 from tests.apps import w3
 from tests.conftest import ROOT, process_env
-from tests.fakebroker import fake_broker
+from tests.fakebroker import fake_broker, silent_broker
 from tests.helpers import end_offsets, wait_for_workers, worker_member
 
 pytestmark = pytest.mark.integration
@@ -128,8 +128,8 @@ async def test_bad_ids_exit_2_with_one_line(
 async def test_commands_give_up_in_bounded_time_when_kafka_is_away(
     settings: Settings, args: tuple[str, ...]
 ) -> None:
-    with fake_broker() as cannot_allocate_producer_ids:
-        for address in (f"127.0.0.1:{closed_port()}", cannot_allocate_producer_ids):
+    with fake_broker() as cannot_allocate_producer_ids, silent_broker() as silent:
+        for address in (f"127.0.0.1:{closed_port()}", cannot_allocate_producer_ids, silent):
             began = time.monotonic()
             result = await acli(
                 replace(settings, kafka_bootstrap=address), *args, "--timeout", "2", timeout=60

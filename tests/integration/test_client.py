@@ -30,7 +30,7 @@ from cerebelum.constants import (
 from cerebelum.core.commands import signal_command, start_command
 from cerebelum.core.ids import id_problem
 from cerebelum.errors import CerebelumError
-from tests.fakebroker import fake_broker
+from tests.fakebroker import fake_broker, silent_broker
 from tests.helpers import end_offsets
 
 pytestmark = pytest.mark.integration
@@ -202,8 +202,8 @@ def closed_port() -> int:
 
 
 async def test_the_client_gives_up_within_its_timeout(settings: Settings) -> None:
-    with fake_broker() as cannot_allocate_producer_ids:
-        for address in (f"127.0.0.1:{closed_port()}", cannot_allocate_producer_ids):
+    with fake_broker() as cannot_allocate_producer_ids, silent_broker() as silent:
+        for address in (f"127.0.0.1:{closed_port()}", cannot_allocate_producer_ids, silent):
             began = time.monotonic()
             with pytest.raises(CerebelumError) as caught:
                 async with asyncio.timeout(30):  # today: a hang
