@@ -18,6 +18,9 @@ TOPIC_DLQ = "cerebelum.dlq"
 TOPIC_WORKFLOWS = "cerebelum.workflows"
 
 WORKER_GROUP = "cerebelum-workers"
+# A worker's Kafka client id is this prefix and its worker id (host:pid, or its static instance
+# id): the group's description names each member by it (cerebelum.admin.workflows, /cluster).
+WORKER_CLIENT_ID_PREFIX = "cerebelum-worker:"
 MIRROR_GROUP = "cerebelum-mirror"
 
 # One transactional producer per worker process, its id derived from the worker's id.

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_EVENTS
+from cerebelum.constants import PARTITIONS, TOPIC_EVENTS, TOPIC_WORKFLOWS, WORKER_GROUP
 
 
 async def end_offsets(settings: Settings, topic: str = TOPIC_EVENTS) -> dict[TopicPartition, int]:
@@ -67,3 +72,47 @@ def assert_results_recorded_once(events: list[dict]) -> None:
         elif e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
             assert e["step"] in open_steps, f"{e['step']} answered twice: {e}"
             del open_steps[e["step"]]
+
+
+@asynccontextmanager
+async def worker_member(settings: Settings, worker_id: str) -> AsyncIterator[None]:
+    """A member of the worker group named as worker `worker_id` is, that owns no partition.
+
+    It subscribes to cerebelum.workflows, not cerebelum.commands, so the group's assignor gives
+    it nothing to run and real workers keep their partitions; to the group's description it is
+    a live worker (client id "cerebelum-worker:<worker id>"). Leaves the group on exit.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=WORKER_GROUP,
+        client_id=f"cerebelum-worker:{worker_id}",
+        enable_auto_commit=False,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    )
+    await consumer.start()
+    try:
+        consumer.subscribe([TOPIC_WORKFLOWS])
+        async with asyncio.timeout(30):
+            while not consumer.assignment():  # joined once the group assigned it
+                await consumer.getmany(timeout_ms=100)
+        yield
+    finally:
+        await consumer.stop()
+
+
+async def live_workers(settings: Settings) -> set[str]:
+    """The client ids of the worker group's members now."""
+    inspector = ClusterInspector(settings)
+    try:
+        return {m.client_id for m in (await inspector.describe()).members}
+    finally:
+        await inspector.close()
+
+
+async def wait_for_workers(settings: Settings, client_ids: set[str], timeout: float = 30) -> None:
+    """Until the worker group's members are exactly `client_ids` (a member an earlier test
+    killed lingers for a session timeout)."""
+    async with asyncio.timeout(timeout):
+        while await live_workers(settings) != client_ids:
+            await asyncio.sleep(0.3)

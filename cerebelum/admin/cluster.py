@@ -33,6 +33,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._group import ConsumerGroupDescription
 
+from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.admin.topics import partition_count_problems
 from cerebelum.config import Settings
 from cerebelum.constants import (
@@ -126,11 +127,12 @@ class ClusterInspector:
                     isolation_level="read_committed",  # end offsets are last stable offsets
                     enable_auto_commit=False,
                 )
+                # Never cut short mid-start (aiokafka would leak the bootstrap connection).
+                await start_or_stop(admin)
                 try:
-                    await admin.start()
-                    await consumer.start()
+                    await start_or_stop(consumer)
                 except BaseException:
-                    await asyncio.gather(admin.close(), consumer.stop(), return_exceptions=True)
+                    await stop_quietly(admin)
                     raise
                 self._admin, self._consumer = admin, consumer
             return self._admin, self._consumer

@@ -9,9 +9,16 @@
     GET  /healthz                   {"status", "kafka", "database"}
     GET  /cluster                   workers, the partitions each owns, lag, live executions
 
-Every error is a JSON object with an "error" message: 400 for a body that is not JSON, 404,
-413 for a command over the size limit, 422 for a body or parameter of the wrong shape,
-503 when Kafka or PostgreSQL cannot be reached.
+Every error is one JSON object, {"error": "<one line>", ...fields}: 400 for a body that is not
+JSON; 404 for an execution that does not exist (a signal or cancel gets it only once the
+mirror has caught up on the execution's partition); 409 for a start naming a workflow no live
+worker runs, or a signal or cancel for an execution that has ended; 413 for a command over the
+size limit; 422 for a body or parameter of the wrong shape, or an id or name outside the id
+alphabet (the error is the reason); 503 when Kafka or PostgreSQL cannot be reached. Every
+route's statuses are in the OpenAPI document (/openapi.json, /docs).
+
+The API starts without Kafka: it answers /healthz 503 ("degraded") and commands 503 while it
+connects in the background, retrying with backoff.
 """
 
 from __future__ import annotations
@@ -23,26 +30,34 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 
 from cerebelum.admin.cluster import ClusterInspector, cluster_view
+from cerebelum.admin.preflight import PartitionProbe, Refusal, check_start, check_target
+from cerebelum.admin.workflows import WorkflowDirectory
 from cerebelum.api import queries
+from cerebelum.api.errors import (
+    ExecutionId,
+    OrjsonResponse,
+    SignalName,
+    WorkflowName,
+    documented,
+    error_response,
+    install_error_handlers,
+)
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
-from cerebelum.core.commands import MAX_COMMAND_BYTES, MAX_EXECUTION_ID_LENGTH, start_command
+from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
 from cerebelum.db import connect_pool
+from cerebelum.errors import KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
-# An HTTP caller waits this long for Kafka to acknowledge a start before getting a 503;
-# well under the producer's own 40 s request timeout, which is too long to hold a request.
+# An HTTP caller waits this long for Kafka to acknowledge a command before getting a 503;
+# well under the producer's default 40 s request timeout, which is too long to hold a request.
 START_TIMEOUT_S = 10.0
 # Health checks must answer fast even when a dependency hangs: a probe times out after ~1 s.
 HEALTH_TIMEOUT_S = 1.0
@@ -50,24 +65,17 @@ HEALTH_TIMEOUT_S = 1.0
 CLUSTER_TIMEOUT_S = 5.0
 # An execution's owner is extra information: without it in ~1 s the row comes with "owner": null.
 OWNER_TIMEOUT_S = 1.0
-# Workflow names are identifiers; the bound keeps garbage out of logs and the database.
+# While Kafka is away at start-up the producer reconnects after half a second, doubling up to
+# ten: quick to notice a broker that is back, cheap while it stays away.
+CONNECT_RETRY_FIRST_S = 0.5
+CONNECT_RETRY_MAX_S = 10.0
+# A list filter is compared, never stored; the bound keeps garbage out of the query.
 MAX_WORKFLOW_LENGTH = 200
 # Lists are bounded so one request cannot read the whole table.
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1_000
 DEFAULT_EVENTS_LIMIT = 1_000
 MAX_EVENTS_LIMIT = 10_000
-
-
-class OrjsonResponse(JSONResponse):
-    """JSON via orjson (FastAPI's ORJSONResponse is deprecated in 0.165 and warns)."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
-
-
-def error_response(status_code: int, message: str, **extra: Any) -> OrjsonResponse:
-    return OrjsonResponse({"error": message, **extra}, status_code=status_code)
 
 
 class CancelRequest(BaseModel):
@@ -81,47 +89,80 @@ class StartRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    workflow: str = Field(min_length=1, max_length=MAX_WORKFLOW_LENGTH)
+    workflow: WorkflowName
     inputs: dict[str, Any] | None = None
-    execution_id: str | None = Field(default=None, min_length=1, max_length=MAX_EXECUTION_ID_LENGTH)
-
-
-ExecutionId = Annotated[str, Path(min_length=1, max_length=MAX_EXECUTION_ID_LENGTH)]
+    execution_id: ExecutionId | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API app. The pool and the Kafka client open in its lifespan and close after."""
+    """The API app. Its lifespan opens the pool, starts connecting to Kafka in the background
+    (the API serves while Kafka is away) and closes everything after."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Eight connections: queries are short, and more would only queue inside PostgreSQL.
         pool = await connect_pool(settings.database_url, min_size=1, max_size=8)
-        client = Client(settings)
-        try:
-            await client.connect()
-        except BaseException:
-            await client.close()
-            await pool.close()
-            raise
-        app.state.pool = pool
-        app.state.client = client
-        app.state.cluster = ClusterInspector(settings)  # connects on first use
+        client = Client(settings, timeout=START_TIMEOUT_S)
+        inspector = ClusterInspector(settings)  # connects on first use
+        directory = WorkflowDirectory(settings, inspector)
+        probe = PartitionProbe(settings, inspector)
+        app.state.pool, app.state.client, app.state.cluster = pool, client, inspector
+        app.state.directory, app.state.probe = directory, probe
+        loop = asyncio.get_running_loop()
+        background = [loop.create_task(_connect(client)), loop.create_task(directory.run())]
         try:
             yield
         finally:
-            await app.state.cluster.close()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await directory.close()
+            await probe.close()
+            await inspector.close()
             await client.close()
             await pool.close()
 
     app = FastAPI(title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     _add_routes(app)
     return app
 
 
+async def _connect(client: Client) -> None:
+    """Connect the API's producer, retrying with backoff while Kafka is away."""
+    delay = CONNECT_RETRY_FIRST_S
+    while True:
+        try:
+            await client.connect()
+            log.info("api: connected to Kafka at %s", client.settings.kafka_bootstrap)
+            return
+        except KafkaUnavailable as exc:
+            log.warning("api: %s; retrying in %.1f s", exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+
+
+# The statuses of the command routes, documented in the OpenAPI.
+_COMMAND_503 = "Kafka cannot be reached or did not acknowledge the command in time; retry."
+_ACCEPTED = {"description": "Kafka acknowledged the command: it will be run."}
+
+
 def _add_routes(app: FastAPI) -> None:
-    @app.post("/executions", status_code=202)
+    @app.post(
+        "/executions",
+        status_code=202,
+        responses={
+            202: _ACCEPTED,
+            **documented(
+                400, 409, 413, 422, 503,
+                s409="No live worker runs the workflow (the body lists the workflows that "
+                "live workers run). With no live worker at all a start is accepted: it waits "
+                "for the first worker.",
+                s503=_COMMAND_503 + " The body names the execution_id to retry with.",
+            ),
+        },
+    )  # fmt: skip
     async def start_execution(body: StartRequest, request: Request) -> OrjsonResponse:
         client: Client = request.app.state.client
         inputs = {} if body.inputs is None else body.inputs
@@ -132,12 +173,15 @@ def _add_routes(app: FastAPI) -> None:
             return error_response(
                 413, f"command is {size} bytes, over the limit of {MAX_COMMAND_BYTES}"
             )
+        if not client.connected:
+            return _kafka_away(execution_id=execution_id)
+        refusal = await check_start(request.app.state.directory, body.workflow)
+        if refusal is not None:
+            return _refused(refusal)
         try:
-            await asyncio.wait_for(
-                client.start(body.workflow, inputs, execution_id), START_TIMEOUT_S
-            )
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("api: start of %s not acknowledged: %r", execution_id, exc)
+            await client.start(body.workflow, inputs, execution_id)
+        except KafkaUnavailable as exc:
+            log.warning("api: %s", exc)
             return error_response(
                 503,
                 "Kafka did not acknowledge the start command; retry with this execution_id",
@@ -148,11 +192,23 @@ def _add_routes(app: FastAPI) -> None:
             status_code=202,
         )
 
-    @app.post("/executions/{execution_id}/signals/{name}", status_code=202)
+    @app.post(
+        "/executions/{execution_id}/signals/{name}",
+        status_code=202,
+        responses={
+            202: _ACCEPTED,
+            **documented(
+                400, 404, 409, 413, 422, 503,
+                s404="PostgreSQL has no such execution and the mirror has caught up on its "
+                "partition. (Before it has, the signal is accepted: the execution may have "
+                "been started a moment ago.)",
+                s409="The execution has ended (the body has its status).",
+                s503=_COMMAND_503,
+            ),
+        },
+    )  # fmt: skip
     async def send_signal(
-        execution_id: ExecutionId,
-        name: Annotated[str, Path(min_length=1, max_length=200)],
-        request: Request,
+        execution_id: ExecutionId, name: SignalName, request: Request
     ) -> OrjsonResponse:
         raw = await request.body()
         try:
@@ -162,19 +218,38 @@ def _add_routes(app: FastAPI) -> None:
         if len(raw) > MAX_COMMAND_BYTES:
             return error_response(413, f"payload over the limit of {MAX_COMMAND_BYTES} bytes")
         client: Client = request.app.state.client
-        return await _produce(
-            client.signal(execution_id, name, payload), execution_id, {"signal": name}
-        )
+        return await _command(
+            request, execution_id, lambda: client.signal(execution_id, name, payload),
+            {"signal": name},
+        )  # fmt: skip
 
-    @app.post("/executions/{execution_id}/cancel", status_code=202)
+    @app.post(
+        "/executions/{execution_id}/cancel",
+        status_code=202,
+        responses={
+            202: _ACCEPTED,
+            **documented(
+                400, 404, 409, 422, 503,
+                s404="PostgreSQL has no such execution and the mirror has caught up on its "
+                "partition. (Before it has, the cancel is accepted.)",
+                s409="The execution has ended (the body has its status).",
+                s503=_COMMAND_503,
+            ),
+        },
+    )  # fmt: skip
     async def cancel(
         execution_id: ExecutionId, request: Request, body: CancelRequest | None = None
     ) -> OrjsonResponse:
         client: Client = request.app.state.client
         reason = (body or CancelRequest()).reason
-        return await _produce(client.cancel(execution_id, reason), execution_id, {"cancel": reason})
+        return await _command(
+            request, execution_id, lambda: client.cancel(execution_id, reason), {"cancel": reason}
+        )
 
-    @app.get("/executions/{execution_id}")
+    @app.get(
+        "/executions/{execution_id}",
+        responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
+    )
     async def get_execution(execution_id: ExecutionId, request: Request) -> OrjsonResponse:
         row = await queries.get_execution(request.app.state.pool, execution_id)
         if row is None:
@@ -183,7 +258,10 @@ def _add_routes(app: FastAPI) -> None:
         row["owner"] = await _owner(request.app.state.cluster, row["partition"])
         return OrjsonResponse(row)
 
-    @app.get("/executions/{execution_id}/events")
+    @app.get(
+        "/executions/{execution_id}/events",
+        responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
+    )
     async def get_events(
         execution_id: ExecutionId,
         request: Request,
@@ -197,7 +275,10 @@ def _add_routes(app: FastAPI) -> None:
             return error_response(404, "execution not found", execution_id=execution_id)
         return OrjsonResponse({"execution_id": execution_id, "events": events})
 
-    @app.get("/executions")
+    @app.get(
+        "/executions",
+        responses=documented(422, 503, s503="PostgreSQL cannot be reached; retry."),
+    )
     async def list_executions(
         request: Request,
         status: Annotated[str | None, Query(max_length=100)] = None,
@@ -207,7 +288,16 @@ def _add_routes(app: FastAPI) -> None:
         rows = await queries.list_executions(request.app.state.pool, status, workflow, limit)
         return OrjsonResponse({"executions": rows})
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        responses={
+            200: {"description": '{"status": "ok", "kafka": true, "database": true}'},
+            503: {
+                "description": 'Kafka or PostgreSQL is away: {"status": "degraded", "kafka": '
+                'false, "database": true} (the API keeps serving and reconnecting).'
+            },
+        },
+    )
     async def healthz(request: Request) -> OrjsonResponse:
         database, kafka = await asyncio.gather(
             queries.database_ok(request.app.state.pool, HEALTH_TIMEOUT_S),
@@ -219,7 +309,7 @@ def _add_routes(app: FastAPI) -> None:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/cluster")
+    @app.get("/cluster", responses=documented(503, s503="Kafka did not answer; retry."))
     async def cluster(request: Request) -> OrjsonResponse:
         inspector: ClusterInspector = request.app.state.cluster
         try:
@@ -243,17 +333,33 @@ async def _owner(inspector: ClusterInspector, partition: int) -> str | None:
     return description.owners().get(partition)
 
 
-async def _produce(send: Any, execution_id: str, accepted: dict[str, Any]) -> OrjsonResponse:
-    """Await a command's produce; 202 once Kafka acknowledged it, 503 if it did not."""
+async def _command(
+    request: Request, execution_id: str, send: Any, accepted: dict[str, Any]
+) -> OrjsonResponse:
+    """A signal or cancel: refused if it cannot succeed, else 202 once Kafka acknowledged it."""
+    client: Client = request.app.state.client
+    if not client.connected:
+        return _kafka_away()
+    refusal = await check_target(request.app.state.pool, request.app.state.probe, execution_id)
+    if refusal is not None:
+        return _refused(refusal)
     try:
-        await asyncio.wait_for(send, START_TIMEOUT_S)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("api: command for %s not acknowledged: %r", execution_id, exc)
+        await send()
+    except KafkaUnavailable as exc:
+        log.warning("api: %s", exc)
         return error_response(503, "Kafka did not acknowledge the command; retry")
     return OrjsonResponse(
         {"execution_id": execution_id, "partition": partition_for(execution_id), **accepted},
         status_code=202,
     )
+
+
+def _refused(refusal: Refusal) -> OrjsonResponse:
+    return error_response(refusal.status, refusal.message, **refusal.details)
+
+
+def _kafka_away(**extra: Any) -> OrjsonResponse:
+    return error_response(503, "Kafka unavailable (the API is reconnecting); retry", **extra)
 
 
 async def _kafka_ok(client: Client, timeout: float) -> bool:
@@ -262,44 +368,3 @@ async def _kafka_ok(client: Client, timeout: float) -> bool:
         return await asyncio.wait_for(client.ping(), timeout)
     except (KafkaError, OSError, TimeoutError):
         return False
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
-        errors = [_describe(e) for e in exc.errors()]
-        if any(e["type"] == "json_invalid" for e in errors):
-            return error_response(400, "request body is not valid JSON", detail=errors)
-        return error_response(422, "invalid request", detail=errors)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:
-        response = error_response(exc.status_code, str(exc.detail))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    async def database_unavailable(request: Request, exc: Exception) -> OrjsonResponse:
-        log.warning("api: database unavailable: %r", exc)
-        return error_response(503, "database unavailable; retry")
-
-    for error in (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                  asyncpg.CannotConnectNowError):  # fmt: skip
-        app.add_exception_handler(error, database_unavailable)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> OrjsonResponse:
-        log.exception("api: unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error")
-
-
-def _describe(error: Any) -> dict[str, Any]:
-    """A validation error without its `input` and `ctx` (which may not be JSON-serialisable)."""
-    return {
-        "type": error.get("type", "invalid"),
-        "loc": [str(part) for part in error.get("loc", ())],
-        "msg": error.get("msg", ""),
-    }

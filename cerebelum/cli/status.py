@@ -7,9 +7,11 @@ import asyncio
 import sys
 from typing import Any
 
+import asyncpg
 import orjson
 
 from cerebelum.api import queries
+from cerebelum.cli._commands import bad_ids, fail, quiet
 from cerebelum.config import Settings
 from cerebelum.db import connect_pool
 
@@ -27,7 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_show(Settings.from_env(), args.execution_id, args.events))
+    quiet(args)
+    code = bad_ids((args.execution_id, "execution_id"))
+    if code is not None:
+        return code
+    try:
+        return asyncio.run(_show(Settings.from_env(), args.execution_id, args.events))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return fail(f"cannot read PostgreSQL: {exc!r}")
 
 
 async def _show(settings: Settings, execution_id: str, with_events: bool) -> int:

@@ -5,8 +5,15 @@
         result = await client.wait(execution_id, timeout=30)
 
 `start` produces straight to cerebelum.commands (key = execution id), exactly what any Kafka
-producer in any language may do (docs/start-command.md). `wait` follows cerebelum.events,
-where the execution's terminal event appears the moment its transaction commits.
+producer in any language may do (docs/start-command.md). Ids and names are checked against the
+id alphabet before anything is produced (InvalidId). Reaching Kafka and every acknowledgement
+are bounded by the client's `timeout` (KafkaUnavailable past it), so no call hangs on a broker
+that is away or cannot allocate a producer id.
+
+`wait` follows cerebelum.events, where the execution's terminal event appears the moment its
+transaction commits, and cerebelum.dlq beside it: a start that a worker dead-lettered (unknown
+workflow, wrong partition, bad input) fails the wait at once with CommandRejected instead of
+letting it run into its timeout.
 """
 
 from __future__ import annotations
@@ -19,31 +26,70 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
+from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS
+from cerebelum.constants import (
+    CMD_CANCEL,
+    CMD_SIGNAL,
+    HEADER_DLQ_EXECUTION_ID,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SOURCE_OFFSET,
+    HEADER_DLQ_SOURCE_PARTITION,
+    PARTITIONS,
+    TOPIC_COMMANDS,
+    TOPIC_DLQ,
+    TOPIC_EVENTS,
+)
 from cerebelum.core.commands import cancel_command, signal_command, start_command
-from cerebelum.core.events import EXECUTION_COMPLETED, TERMINAL_EVENTS
-from cerebelum.core.ids import home_partition
+from cerebelum.core.events import (
+    EXECUTION_CANCELLED,
+    EXECUTION_COMPLETED,
+    TERMINAL_EVENTS,
+    cancelled_error,
+)
+from cerebelum.core.ids import home_partition, id_problem
+from cerebelum.errors import CommandRejected, InvalidId, KafkaUnavailable
+
+# How long connecting and each acknowledgement may take before the call fails: a healthy broker
+# acknowledges in milliseconds and a restarting one is back within seconds, while a person at a
+# terminal or an HTTP caller should hear within a quarter of a minute that Kafka is not there.
+DEFAULT_TIMEOUT_S = 15.0
+# The listener's fetches wait up to this long for data. The broker answers a long poll as soon
+# as a record arrives, so a result is seen no later; an idle client sends two fetches a second
+# instead of hundreds (5 ms waits over 64 partitions burned CPU on an idle cluster for nothing).
+LISTEN_FETCH_WAIT_MS = 500
+# Results (and refusals) that arrive before anyone waits for them are kept, up to this many; so
+# are the positions of the starts this client produced while listening.
+MAX_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
     execution_id: str
-    status: str  # "completed" or "failed"
+    status: str  # "completed", "failed" or "cancelled"
     output: Any = None
+    # {"type", "message", ...}; a cancelled execution's is {"type": "Cancelled", "message": reason}
     error: dict[str, Any] | None = None
     version: int = 0
 
 
 class Client:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.settings = settings or Settings.from_env()
+        self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._listener: AIOKafkaConsumer | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[ExecutionResult]] = {}
-        self._finished: dict[str, ExecutionResult] = {}
+        self._finished: dict[str, ExecutionResult | CommandRejected] = {}
+        # execution id -> (partition, offset) of the start this client produced while listening:
+        # only the dead-lettering of *that* record fails its wait, not someone else's bad copy.
+        self._sent_starts: dict[str, tuple[int, int]] = {}
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -57,24 +103,47 @@ class Client:
     ) -> None:
         await self.close()
 
+    @property
+    def connected(self) -> bool:
+        """True once `connect()` succeeded: commands can be produced."""
+        return self._producer is not None
+
     async def connect(self) -> None:
-        self._producer = AIOKafkaProducer(
+        """Open the producer; KafkaUnavailable if Kafka does not take it within the timeout."""
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
             # A few ms of linger batches bursts of starts into few requests.
             linger_ms=2,
+            # Unsent records expire after this long, so even a start_nowait future and close()
+            # end within the client's bound when the broker goes away.
+            request_timeout_ms=int(self.timeout * 1000),
         )
-        await self._producer.start()
+        try:
+            # Bootstrap, then (idempotence) a producer id: aiokafka retries the latter forever.
+            async with asyncio.timeout(self.timeout):
+                await start_or_stop(producer)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # Bootstrapped (it knows brokers) but no producer id: say so, it is another fault.
+            bootstrapped = bool(producer.client.cluster.brokers())
+            doing = "allocate a producer id" if bootstrapped else "answer"
+            raise self._unavailable(doing, exc) from None
+        self._producer = producer
 
     async def close(self) -> None:
         if self._listen_task is not None:
             self._listen_task.cancel()
             await asyncio.gather(self._listen_task, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+            self._listen_task = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -82,18 +151,21 @@ class Client:
         self, workflow: str, inputs: Any = None, execution_id: str | None = None
     ) -> str:
         """Start an execution (idempotent by id: a second start with the same id starts nothing)."""
-        execution_id = execution_id or uuid.uuid4().hex
-        fut = await self.start_nowait(workflow, inputs, execution_id)
-        await fut
+        execution_id = uuid.uuid4().hex if execution_id is None else execution_id
+        value = self._start_value(workflow, inputs, execution_id)
+        record = await self._produce(execution_id, value, "start")
+        if self._listener is not None:
+            self._finished.pop(execution_id, None)  # a refusal of an earlier start is stale
+            _keep(self._sent_starts, execution_id, (record.partition, record.offset))
         return execution_id
 
     async def start_nowait(
         self, workflow: str, inputs: Any, execution_id: str
     ) -> asyncio.Future[Any]:
-        """Queue a start-command; the returned future resolves once Kafka acknowledges it."""
-        assert self._producer is not None, "call connect() or use `async with Client()`"
-        value = start_command(execution_id, workflow, {} if inputs is None else inputs)
-        fut: asyncio.Future[Any] = await self._producer.send(
+        """Queue a start-command; the returned future resolves once Kafka acknowledges it (or
+        fails once the client's timeout passes without an acknowledgement)."""
+        value = self._start_value(workflow, inputs, execution_id)
+        fut: asyncio.Future[Any] = await self._require_producer().send(
             TOPIC_COMMANDS, value, execution_id.encode()
         )
         return fut
@@ -108,15 +180,14 @@ class Client:
     async def signal(self, execution_id: str, signal: str, payload: Any = None) -> None:
         """Send a signal (an approval, any external event). One that arrives before the
         execution waits for it is kept until it does."""
-        assert self._producer is not None, "call connect() or use `async with Client()`"
-        value = signal_command(execution_id, signal, payload)
-        await (await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode()))
+        _check_id(execution_id, "execution_id")
+        _check_id(signal, "signal")
+        await self._produce(execution_id, signal_command(execution_id, signal, payload), "signal")
 
     async def cancel(self, execution_id: str, reason: str = "cancelled") -> None:
         """Cancel an execution: it records why, runs no further step, drops its timers."""
-        assert self._producer is not None, "call connect() or use `async with Client()`"
-        value = cancel_command(execution_id, reason)
-        await (await self._producer.send(TOPIC_COMMANDS, value, execution_id.encode()))
+        _check_id(execution_id, "execution_id")
+        await self._produce(execution_id, cancel_command(execution_id, reason), "cancel")
 
     async def run(
         self,
@@ -125,52 +196,99 @@ class Client:
         execution_id: str | None = None,
         timeout: float = 60,
     ) -> ExecutionResult:
-        """Start an execution and wait for its end."""
+        """Start an execution and wait for its end (CommandRejected if a worker refuses it)."""
+        execution_id = uuid.uuid4().hex if execution_id is None else execution_id
+        _check_id(execution_id, "execution_id")
+        _check_id(workflow, "workflow")
         await self.listen()
-        execution_id = execution_id or uuid.uuid4().hex
         await self.start(workflow, inputs, execution_id)
         return await self.wait(execution_id, timeout)
+
+    def _start_value(self, workflow: str, inputs: Any, execution_id: str) -> bytes:
+        _check_id(execution_id, "execution_id")
+        _check_id(workflow, "workflow")
+        return start_command(execution_id, workflow, {} if inputs is None else inputs)
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("call connect() or use `async with Client()` first")
+        return self._producer
+
+    async def _produce(self, execution_id: str, value: bytes, what: str) -> Any:
+        """Produce one command keyed by its execution id; its RecordMetadata once acknowledged."""
+        producer = self._require_producer()
+        try:
+            async with asyncio.timeout(self.timeout):
+                delivery = await producer.send(TOPIC_COMMANDS, value, execution_id.encode())
+                return await delivery
+        except (KafkaError, TimeoutError) as exc:
+            raise self._unavailable(f"acknowledge the {what} of {execution_id}", exc) from None
+
+    def _unavailable(self, doing: str, exc: BaseException) -> KafkaUnavailable:
+        cause = None if isinstance(exc, TimeoutError) else exc
+        return KafkaUnavailable(self.settings.kafka_bootstrap, self.timeout, doing, cause)
 
     # -- results ---------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Follow cerebelum.events from now on; call before `start` to `wait` without a gap."""
+        """Follow cerebelum.events and cerebelum.dlq from now on; call before `start` to `wait`
+        without a gap."""
         if self._listener is not None:
             return
-        self._listener = AIOKafkaConsumer(
+        listener = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            # Short fetch waits: wait() is latency-bound, not throughput-bound.
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=LISTEN_FETCH_WAIT_MS,
         )
-        await self._listener.start()
-        tps = [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
-        self._listener.assign(tps)
-        await self._listener.seek_to_end(*tps)
-        for tp in tps:  # resolve the lazy seek now, so nothing committed after this is missed
-            await self._listener.position(tp)
+        tps = [TopicPartition(topic, p) for topic in (TOPIC_EVENTS, TOPIC_DLQ)
+               for p in range(PARTITIONS)]  # fmt: skip
+        try:
+            async with asyncio.timeout(self.timeout):
+                await start_or_stop(listener)
+                try:
+                    listener.assign(tps)
+                    await listener.seek_to_end(*tps)
+                    for tp in tps:  # resolve the lazy seek now: nothing committed later is missed
+                        await listener.position(tp)
+                except BaseException:
+                    await stop_quietly(listener)
+                    raise
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise self._unavailable("answer", exc) from None
+        self._listener = listener
         self._listen_task = asyncio.get_running_loop().create_task(self._follow())
 
     async def wait(self, execution_id: str, timeout: float | None = 60) -> ExecutionResult:
-        """The execution's result once it ends. Needs `listen()` before the start."""
+        """The execution's result once it ends. Needs `listen()` before the start.
+
+        Raises CommandRejected when a worker dead-lettered its start, TimeoutError past
+        `timeout`.
+        """
         await self.listen()
         if execution_id in self._finished:
-            return self._finished.pop(execution_id)
+            return _outcome(self._finished.pop(execution_id))
         fut = self._waiting.get(execution_id)
         if fut is None:
             fut = self._waiting[execution_id] = asyncio.get_running_loop().create_future()
+            # A refusal that lands after every waiter gave up must not be logged as unretrieved.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         finally:
             if fut.done():
                 self._waiting.pop(execution_id, None)
+                self._sent_starts.pop(execution_id, None)
 
     async def _follow(self) -> None:
         assert self._listener is not None
         while True:
-            batches = await self._listener.getmany(timeout_ms=500)
-            for records in batches.values():
+            batches = await self._listener.getmany(timeout_ms=LISTEN_FETCH_WAIT_MS)
+            for tp, records in batches.items():
+                if tp.topic == TOPIC_DLQ:
+                    for r in records:
+                        self._dead_lettered(r)
+                    continue
                 for r in records:
                     # Cheap pre-filter: only terminal events are decoded.
                     if b"Execution" not in r.value or b"ExecutionStarted" in r.value:
@@ -178,24 +296,93 @@ class Client:
                     event = orjson.loads(r.value)
                     if event["type"] not in TERMINAL_EVENTS:
                         continue
-                    self._resolve(_result_of(event))
+                    self._settle(event["execution_id"], _result_of(event))
 
-    def _resolve(self, result: ExecutionResult) -> None:
-        fut = self._waiting.get(result.execution_id)
+    def _dead_lettered(self, record: ConsumerRecord) -> None:
+        """A command was dead-lettered: fail the wait on its execution if it was a start."""
+        refusal = _refusal(record)
+        if refusal is None:
+            return
+        execution_id, source, reason = refusal
+        sent = self._sent_starts.get(execution_id)
+        if sent is not None and source is not None and source != sent:
+            return  # another producer's copy of the command; the one this client sent stands
+        self._settle(execution_id, CommandRejected(execution_id, reason))
+
+    def _settle(self, execution_id: str, outcome: ExecutionResult | CommandRejected) -> None:
+        fut = self._waiting.get(execution_id)
         if fut is not None:
             if not fut.done():
-                fut.set_result(result)
-        elif len(self._finished) < 100_000:  # keep results that end before wait() is called
-            self._finished[result.execution_id] = result
+                if isinstance(outcome, CommandRejected):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
+        elif len(self._finished) < MAX_KEPT:  # keep outcomes that come before wait() is called
+            self._finished[execution_id] = outcome
+
+
+def _check_id(value: object, what: str) -> None:
+    problem = id_problem(value, what)
+    if problem is not None:
+        raise InvalidId(what, value, problem)
+
+
+def _keep(kept: dict[str, tuple[int, int]], key: str, value: tuple[int, int]) -> None:
+    kept.pop(key, None)
+    kept[key] = value
+    if len(kept) > MAX_KEPT:
+        del kept[next(iter(kept))]  # the oldest
+
+
+def _outcome(outcome: ExecutionResult | CommandRejected) -> ExecutionResult:
+    if isinstance(outcome, CommandRejected):
+        raise outcome
+    return outcome
+
+
+def _refusal(record: ConsumerRecord) -> tuple[str, tuple[int, int] | None, str] | None:
+    """(execution id, source partition and offset, reason) of a DLQ record that refused a start
+    (or a command too broken to tell); None for signals and cancels, which end no execution:
+    a refused signal leaves its execution running, and a cancel is refused only once it ended.
+    """
+    headers = {k: v for k, v in record.headers}
+    raw_id = headers.get(HEADER_DLQ_EXECUTION_ID) or record.key
+    if not raw_id:
+        return None
+    try:
+        execution_id = raw_id.decode()
+    except UnicodeDecodeError:
+        return None
+    try:
+        body = orjson.loads(record.value) if record.value else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and body.get("type") in (CMD_SIGNAL, CMD_CANCEL):
+        return None
+    reason = headers.get(HEADER_DLQ_REASON, b"refused").decode(errors="replace")
+    try:
+        source = (
+            int(headers[HEADER_DLQ_SOURCE_PARTITION]),
+            int(headers[HEADER_DLQ_SOURCE_OFFSET]),
+        )
+    except (KeyError, ValueError):
+        source = None
+    return execution_id, source, reason
 
 
 def _result_of(event: dict[str, Any]) -> ExecutionResult:
-    ok = event["type"] == EXECUTION_COMPLETED
+    kind = event["type"]
+    if kind == EXECUTION_COMPLETED:
+        status, output, error = "completed", event.get("output"), None
+    elif kind == EXECUTION_CANCELLED:
+        status, output, error = "cancelled", None, cancelled_error(event.get("reason", ""))
+    else:
+        status, output, error = kind.removeprefix("Execution").lower(), None, event.get("error")
     return ExecutionResult(
         execution_id=event["execution_id"],
-        status="completed" if ok else event["type"].removeprefix("Execution").lower(),
-        output=event.get("output") if ok else None,
-        error=None if ok else event.get("error"),
+        status=status,
+        output=output,
+        error=error,
         version=event["version"],
     )
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -13,6 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cerebelum.admin.workflows import publish_workflows, withdraw_workflows
 from cerebelum.api import create_app
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
@@ -20,9 +25,15 @@ from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_COMMAND_BYTES, parse_command
 from cerebelum.core.events import make_event
+from cerebelum.core.ids import id_problem
+from cerebelum.core.workflow import Registry
 from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
+from examples.order import order
+from tests.apps import w3
+from tests.conftest import Processes
+from tests.helpers import wait_for_workers, worker_member
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +227,6 @@ async def test_unknown_executions_are_404(api: httpx.AsyncClient) -> None:
         "/executions?limit=abc",
         "/executions?limit=100000",
         "/executions/x/events?after_version=-1",
-        "/executions/" + "x" * 201,
     ],
 )
 async def test_bad_query_parameters_are_422(api: httpx.AsyncClient, path: str) -> None:
@@ -239,10 +249,15 @@ async def test_healthz(api: httpx.AsyncClient) -> None:
 
 
 async def test_signal_and_cancel_produce_commands(
-    api: httpx.AsyncClient, settings: Settings
+    api: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    """POST signal and cancel answer 202 and the commands reach cerebelum.commands."""
+    """POST signal and cancel of a running execution answer 202 and the commands reach
+    cerebelum.commands."""
     eid = new_id("api-signal")
+    await write_history(pool, [
+        make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="approver", workflow_version="v",
+                   inputs={}),
+    ])  # fmt: skip
     tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
@@ -264,3 +279,208 @@ async def test_signal_and_cancel_produce_commands(
         assert seen[0]["payload"] == {"approved": True} and seen[1]["reason"] == "no longer needed"
     finally:
         await consumer.stop()
+
+
+# --- issue 8, item 2: the id alphabet at the HTTP entrance ----------------------------------------
+
+BAD_IDS = ["nul\x00in-it", "line\nbreak", "-leading-dash", "sp ace", "ü", "%2F", "x" * 201]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+async def test_ids_and_names_outside_the_alphabet_are_422_with_the_reason(
+    api: httpx.AsyncClient, settings: Settings, bad: str
+) -> None:
+    before = await end_offsets(
+        settings, [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+    )
+    segment = quote(bad, safe="")
+    attempts = [
+        ("execution_id", api.post("/executions", json={"workflow": "w3", "execution_id": bad})),
+        ("workflow", api.post("/executions", json={"workflow": bad})),
+        ("execution_id", api.post(f"/executions/{segment}/signals/approval", content=b"1")),
+        ("signal", api.post(f"/executions/fine-id/signals/{segment}", content=b"1")),
+        ("execution_id", api.post(f"/executions/{segment}/cancel", json={})),
+        ("execution_id", api.get(f"/executions/{segment}")),
+        ("execution_id", api.get(f"/executions/{segment}/events")),
+    ]
+    for what, attempt in attempts:
+        response = await attempt
+        assert response.status_code == 422, (what, response.text)
+        assert response.json()["error"] == id_problem(bad, what), response.text
+    after = await end_offsets(
+        settings, [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+    )
+    assert after == before
+
+
+# --- issue 8, item 8: mistakes the API can know about are refused at once ------------------------
+
+
+async def write_history(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
+    eid = events[0]["execution_id"]
+    rows = sort_and_dedupe(decode_event(orjson.dumps(e), partition_for(eid), i)
+                           for i, e in enumerate(events))  # fmt: skip
+    async with pool.acquire() as conn:
+        await write_batch(conn, rows)
+
+
+async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    worker_id = new_id("api-worker")
+    await publish_workflows(settings, worker_id, Registry([w3, order]))
+    try:
+        async with worker_member(settings, worker_id):
+            await wait_for_workers(settings, {f"cerebelum-worker:{worker_id}"})
+            eid = new_id()
+            response = await api.post("/executions", json={"workflow": "w4", "execution_id": eid})
+            assert response.status_code == 409, response.text
+            assert response.json() == {
+                "error": "no live worker runs workflow 'w4'",
+                "workflow": "w4",
+                "workflows": ["order", "w3"],
+            }
+            response = await api.post("/executions", json={"workflow": "w3", "execution_id": eid})
+            assert response.status_code == 202, response.text
+    finally:
+        await withdraw_workflows(settings, worker_id)
+
+
+async def test_a_start_with_no_live_worker_is_accepted(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """With no worker at all, the command waits on its partition for the first one."""
+    await wait_for_workers(settings, set())
+    response = await api.post("/executions", json={"workflow": "anything-at-all"})
+    assert response.status_code == 202, response.text
+
+
+async def test_signal_or_cancel_of_an_ended_execution_is_409(
+    api: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    eid = new_id("api-ended")
+    await write_history(pool, [
+        make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="w3", workflow_version="v",
+                   inputs={}),
+        make_event(eid, 2, ev.EXECUTION_CANCELLED, AT + 1, reason="by hand"),
+    ])  # fmt: skip
+    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    before = await end_offsets(settings, [tp])
+    for path in (f"/executions/{eid}/signals/approval", f"/executions/{eid}/cancel"):
+        response = await api.post(path, json={})
+        assert response.status_code == 409, response.text
+        assert response.json() == {
+            "error": f"execution {eid} has ended (cancelled)",
+            "execution_id": eid,
+            "status": "cancelled",
+        }
+    assert await end_offsets(settings, [tp]) == before
+
+
+async def test_a_signal_right_after_a_start_is_accepted(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Not in PostgreSQL yet, and its start not yet run (no worker): it may exist, so 202."""
+    await wait_for_workers(settings, set())
+    eid = new_id("api-early")
+    response = await api.post("/executions", json={"workflow": "approver", "execution_id": eid})
+    assert response.status_code == 202, response.text
+    response = await api.post(f"/executions/{eid}/signals/decision", json={"approved": True})
+    assert response.status_code == 202, response.text
+
+
+async def test_signal_or_cancel_of_an_unknown_execution_is_404_once_the_mirror_caught_up(
+    api: httpx.AsyncClient, processes: Processes
+) -> None:
+    processes.worker()
+    processes.mirror()
+    eid = new_id("api-ghost")
+
+    async def answer(path: str) -> httpx.Response:
+        async with asyncio.timeout(60):  # until the worker and the mirror caught up
+            while (response := await api.post(path, json={})).status_code == 202:
+                await asyncio.sleep(0.5)
+        return response
+
+    for path in (f"/executions/{eid}/signals/approval", f"/executions/{eid}/cancel"):
+        response = await answer(path)
+        assert response.status_code == 404, response.text
+        assert response.json() == {"error": "execution not found", "execution_id": eid}
+
+
+async def test_the_openapi_documents_every_status(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    paths = document["paths"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    assert statuses("/executions", "post") >= {"202", "400", "409", "413", "422", "503"}
+    signal = "/executions/{execution_id}/signals/{name}"
+    assert statuses(signal, "post") >= {"202", "400", "404", "409", "413", "422", "503"}
+    cancel = "/executions/{execution_id}/cancel"
+    assert statuses(cancel, "post") >= {"202", "400", "404", "409", "422", "503"}
+    for path in ("/executions/{execution_id}", "/executions/{execution_id}/events"):
+        assert statuses(path, "get") >= {"200", "404", "422", "503"}
+    assert statuses("/healthz", "get") >= {"200", "503"}
+    assert statuses("/cluster", "get") >= {"200", "503"}
+    error = paths["/executions"]["post"]["responses"]["409"]["content"]["application/json"]
+    assert error["schema"] == {"$ref": "#/components/schemas/ErrorBody"}  # the one shape
+    assert document["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
+# --- issue 8, item 6: the API starts without Kafka and catches up when it comes ------------------
+
+
+async def test_the_api_starts_without_kafka_and_recovers(
+    settings: Settings, database: None
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(replace(settings, kafka_bootstrap=f"127.0.0.1:{port}"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            response = await http.get("/healthz")
+            assert response.status_code == 503
+            assert response.json() == {"status": "degraded", "kafka": False, "database": True}
+            response = await http.post("/executions", json={"workflow": "w3"})
+            assert response.status_code == 503 and "Kafka" in response.json()["error"]
+            assert "execution_id" in response.json()
+            response = await http.post("/executions/x-1/signals/go", content=b"1")
+            assert response.status_code == 503
+
+            # The broker "comes back" on the configured address: a forwarder to the real one.
+            host, real = settings.kafka_bootstrap.rsplit(":", 1)
+            async with forwarder(port, host, int(real)):
+                async with asyncio.timeout(30):
+                    while (await http.get("/healthz")).status_code != 200:
+                        await asyncio.sleep(0.3)
+                response = await http.post("/executions", json={"workflow": "w3"})
+                assert response.status_code == 202, response.text
+
+
+@asynccontextmanager
+async def forwarder(port: int, host: str, target: int) -> AsyncIterator[None]:
+    """Listen on 127.0.0.1:`port` and pipe every connection to host:target."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, target)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()

@@ -100,6 +100,7 @@ async def test_cancel_drops_the_timer_and_runs_no_further_step(
     await client.cancel(eid, "customer changed their mind")
     result = await client.wait(eid, timeout=60)
     assert result.status == "cancelled"
+    assert result.error == {"type": "Cancelled", "message": "customer changed their mind"}
     await asyncio.sleep(3.0)  # past the nap: the dropped timer must not run nap_end
     events = await history(settings, since, eid)
     assert events[-1]["type"] == "ExecutionCancelled"

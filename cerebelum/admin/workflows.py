@@ -1,0 +1,324 @@
+"""What the live workers run: the registries workers publish on cerebelum.workflows.
+
+    await publish_workflows(settings, worker_id, registry)   # a worker, before it joins the group
+    await withdraw_workflows(settings, worker_id)            # a worker, after it left the group
+
+One record per worker on the compacted topic, key = worker id, value = JSON:
+
+    {"worker_id": "host:4242", "at": 1764600000000,
+     "workflows": [{"name": "order", "versions": ["3f2a9c1b7d40", "1c0e5b2a9f33"]}, ...]}
+
+`at` is epoch milliseconds; versions are newest first (the first is what a new start runs).
+Compaction keeps each worker's last record and a tombstone (null value) withdraws it. A worker
+that crashed leaves its record behind, so a reader trusts a record only while its worker is a
+member of the worker group: workers name themselves `cerebelum-worker:<worker id>` (their
+Kafka client id), which the group's description lists.
+
+`WorkflowDirectory` is the reader. The API keeps one following the topic in the background:
+
+1. read the topic from its beginning to its end offsets (then `caught_up` is set);
+2. follow it with long polls, applying each record (a tombstone removes the worker);
+3. on a Kafka error, reopen with backoff and go on from the offsets already read.
+
+`live_workflows()` joins what was read with the group's members. The CLI reads once with
+`load()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.structs import ConsumerRecord
+
+from cerebelum._aiokafka import start_or_stop
+from cerebelum.admin.cluster import ClusterInspector, GroupDescription
+from cerebelum.config import Settings
+from cerebelum.constants import TOPIC_WORKFLOWS, WORKER_CLIENT_ID_PREFIX
+from cerebelum.core.workflow import Registry
+from cerebelum.errors import KafkaUnavailable
+
+log = logging.getLogger(__name__)
+
+# Publishing is one small record: a healthy broker takes it in milliseconds. Past this the
+# worker is told (KafkaUnavailable) rather than left waiting on a broker that is away.
+PUBLISH_TIMEOUT_S = 15.0
+# Reading the topic to its end: a few records per worker ever, compacted; past this Kafka is
+# not answering and the reader retries (the API) or gives up (the CLI).
+LOAD_TIMEOUT_S = 10.0
+# Following waits on long polls: the broker answers as soon as a record arrives, so this costs
+# no freshness, and an idle API sends two fetches a second.
+FOLLOW_WAIT_MS = 500
+# Reconnecting after a Kafka error: first after half a second, doubling up to ten.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+def registry_record(worker_id: str, registry: Registry, at_ms: int) -> dict[str, Any]:
+    """The value a worker publishes (see the module docstring)."""
+    return {
+        "worker_id": worker_id,
+        "at": at_ms,
+        "workflows": [
+            {"name": name, "versions": _versions_newest_first(registry, name)}
+            for name in registry.names()
+        ],
+    }
+
+
+def _versions_newest_first(registry: Registry, name: str) -> list[str]:
+    """The newest version (what `Registry.get(name)` runs), then the older ones, latest
+    registered first. Registry.versions() sorts them by name, which says nothing of age."""
+    newest = registry.get(name)
+    assert newest is not None
+    # The registry's table keeps registration order (a dict); the last registered is newest.
+    registered = reversed(list(registry._versions))
+    older = [v for (n, v) in registered if n == name and v != newest.version]
+    return [newest.version, *older]
+
+
+async def publish_workflows(
+    settings: Settings, worker_id: str, registry: Registry, timeout: float = PUBLISH_TIMEOUT_S
+) -> None:
+    """Publish the workflows `worker_id` runs; KafkaUnavailable if not acknowledged in time."""
+    value = orjson.dumps(registry_record(worker_id, registry, int(time.time() * 1000)))
+    await _produce(settings, worker_id, value, timeout)
+
+
+async def withdraw_workflows(
+    settings: Settings, worker_id: str, timeout: float = PUBLISH_TIMEOUT_S
+) -> None:
+    """Withdraw `worker_id`'s record (a tombstone); KafkaUnavailable if not acknowledged."""
+    await _produce(settings, worker_id, None, timeout)
+
+
+async def _produce(settings: Settings, key: str, value: bytes | None, timeout: float) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=int(timeout * 1000),  # an unsent record expires within the bound
+    )
+    try:
+        # Bootstrap, producer id (retried forever by aiokafka), send: all within the bound.
+        async with asyncio.timeout(timeout):
+            await start_or_stop(producer)
+            try:
+                await producer.send_and_wait(TOPIC_WORKFLOWS, value, key.encode())
+            finally:
+                await producer.stop()  # a record not yet sent expires within `timeout`
+    except (KafkaError, OSError, TimeoutError) as exc:
+        cause = None if isinstance(exc, TimeoutError) else exc
+        raise KafkaUnavailable(
+            settings.kafka_bootstrap, timeout, f"acknowledge the workflows of {key}", cause
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedWorkflows:
+    """One worker's record."""
+
+    worker_id: str
+    at: int  # epoch ms
+    workflows: dict[str, tuple[str, ...]]  # name -> versions, newest first
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.workflows)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWorkflows:
+    """What the workers in the group now run, as far as their records tell."""
+
+    live_workers: tuple[str, ...]  # worker ids of the group's members
+    unpublished: tuple[str, ...]  # live workers without a record (older, or not read yet)
+    workflows: dict[str, tuple[str, ...]]  # name -> versions, over the live workers' records
+
+    @property
+    def complete(self) -> bool:
+        """True if there are live workers and the record of every one is known."""
+        return bool(self.live_workers) and not self.unpublished
+
+
+def parse_record(record: ConsumerRecord) -> tuple[str, PublishedWorkflows | None] | None:
+    """(worker id, its workflows or None for a tombstone); None for a record that is not ours."""
+    if record.key is None:
+        return None
+    try:
+        worker_id = record.key.decode()
+        if record.value is None:
+            return worker_id, None
+        body = orjson.loads(record.value)
+        workflows = {
+            str(w["name"]): tuple(str(v) for v in w["versions"]) for w in body["workflows"]
+        }
+        return worker_id, PublishedWorkflows(worker_id, int(body.get("at", 0)), workflows)
+    except (UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        log.warning("%s: unreadable record at offset %d: %r", TOPIC_WORKFLOWS, record.offset, exc)
+        return None
+
+
+def live_worker_ids(description: GroupDescription) -> list[str]:
+    """The worker ids of the worker group's members (from their client ids)."""
+    return sorted(
+        m.client_id.removeprefix(WORKER_CLIENT_ID_PREFIX)
+        for m in description.members
+        if m.client_id.startswith(WORKER_CLIENT_ID_PREFIX)
+    )
+
+
+def join_live(live: list[str], published: Mapping[str, PublishedWorkflows]) -> LiveWorkflows:
+    """The live workers' workflows; versions merged, the latest published record's order first."""
+    known = sorted((published[w] for w in live if w in published), key=lambda p: -p.at)
+    workflows: dict[str, list[str]] = {}
+    for record in known:
+        for name, versions in record.workflows.items():
+            merged = workflows.setdefault(name, [])
+            merged += [v for v in versions if v not in merged]
+    return LiveWorkflows(
+        live_workers=tuple(live),
+        unpublished=tuple(w for w in live if w not in published),
+        workflows={name: tuple(workflows[name]) for name in sorted(workflows)},
+    )
+
+
+class WorkflowDirectory:
+    """Every worker's record on cerebelum.workflows, kept current (see the module docstring)."""
+
+    def __init__(self, settings: Settings, inspector: ClusterInspector | None = None) -> None:
+        self.settings = settings
+        self._own_inspector = inspector is None
+        self._inspector = inspector or ClusterInspector(settings)
+        self._published: dict[str, PublishedWorkflows] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._progress = asyncio.Condition()
+        self.caught_up = asyncio.Event()  # the topic was read to its end at least once
+
+    def published(self, worker_id: str) -> PublishedWorkflows | None:
+        return self._published.get(worker_id)
+
+    async def live_workflows(self, *, cached: bool = False) -> LiveWorkflows:
+        """Join the records read so far with the worker group's members now (or, `cached`,
+        as described at most a second ago)."""
+        inspector = self._inspector
+        description = await (inspector.cached_description() if cached else inspector.describe())
+        return join_live(live_worker_ids(description), self._published)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def load(self, timeout: float = LOAD_TIMEOUT_S) -> None:
+        """Read the topic once, to its end offsets now (the CLI's way)."""
+        async with asyncio.timeout(timeout):
+            tps = await self._open()
+            try:
+                await self._read_to(await self._ends(tps))
+            finally:
+                await self._close_consumer()
+
+    async def run(self) -> None:
+        """Read the topic, then follow it until cancelled, reopening after Kafka errors."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                async with asyncio.timeout(LOAD_TIMEOUT_S):
+                    tps = await self._open()
+                    await self._read_to(await self._ends(tps))
+                self.caught_up.set()
+                delay = RETRY_FIRST_S
+                while True:
+                    await self._read_once()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning(
+                    "%s: reading failed (%r); retrying in %.1f s", TOPIC_WORKFLOWS, exc, delay
+                )
+            except Exception:  # a bug must not end the reader unseen: say so, and go on
+                log.exception("%s: reader failed; retrying in %.1f s", TOPIC_WORKFLOWS, delay)
+            finally:
+                await self._close_consumer()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def sync(self, timeout: float = LOAD_TIMEOUT_S) -> None:
+        """Wait until `run()` has applied every record written before this call."""
+        async with asyncio.timeout(timeout):
+            await self.caught_up.wait()
+            consumer = self._consumer
+            if consumer is None:
+                raise TimeoutError("not following")
+            ends = await consumer.end_offsets(list(self._positions))
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._reached(ends))
+
+    async def close(self) -> None:
+        await self._close_consumer()
+        if self._own_inspector:
+            await self._inspector.close()
+
+    async def _open(self) -> list[TopicPartition]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            # Records go to the topic without transactions; read_committed reads them all the same.
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",  # a position compaction or deletion made invalid
+            fetch_max_wait_ms=FOLLOW_WAIT_MS,
+        )
+        await start_or_stop(consumer)
+        self._consumer = consumer  # closed by the caller from here on
+        # The consumer's own metadata only covers assigned topics; ask for the topic's now.
+        metadata = await consumer._client.fetch_all_metadata()
+        partitions = metadata.partitions_for_topic(TOPIC_WORKFLOWS)
+        if not partitions:
+            raise UnknownTopicOrPartitionError(f"{TOPIC_WORKFLOWS} (run `cerebelum topics apply`)")
+        tps = [TopicPartition(TOPIC_WORKFLOWS, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])  # go on where the last reader stopped
+            else:
+                await consumer.seek_to_beginning(tp)
+        return tps
+
+    async def _ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self._consumer is not None
+        return dict(await self._consumer.end_offsets(tps))
+
+    async def _read_to(self, ends: dict[TopicPartition, int]) -> None:
+        while not self._reached(ends):
+            await self._read_once()
+
+    def _reached(self, ends: Mapping[TopicPartition, int]) -> bool:
+        return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
+
+    async def _read_once(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        batches = await consumer.getmany(timeout_ms=FOLLOW_WAIT_MS)
+        for records in batches.values():
+            for record in records:
+                parsed = parse_record(record)
+                if parsed is None:
+                    continue
+                worker_id, workflows = parsed
+                if workflows is None:
+                    self._published.pop(worker_id, None)
+                else:
+                    self._published[worker_id] = workflows
+        for tp in consumer.assignment():
+            self._positions[tp] = await consumer.position(tp)
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
