@@ -97,13 +97,13 @@ def source_revision() -> str | None:
     return None
 
 
-def source_digest() -> str:
+def source_digest(root: Path = ROOT) -> str:
     """A hash of cerebelum/'s Python files: tells runs of different (uncommitted) code apart."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "cerebelum").rglob("*.py")):
-        digest.update(str(path.relative_to(ROOT)).encode())
+    for path in sorted((root / "cerebelum").rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
