@@ -12,7 +12,7 @@ table, ratios to Restate) and the .png beside it (latency p50/p99 against offere
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def build_engines(args: argparse.Namespace, s: Settings) -> list[Engine]:
             engines.append(CerebelumEngine(s))
             engines += [CerebelumEngine(s, Path(root)) for root in args.cerebelum_root]
         elif kind == "restate":
-            engines.append(RestateEngine(args.restate_handler))
+            engines.append(RestateEngine(args.restate_handler, args.restate_http))
         elif kind == "dbos":
             engines.append(DbosEngine(args.dbos_pg_port))
     if "cerebelum" not in args.engines:
@@ -124,6 +124,13 @@ def parser() -> argparse.ArgumentParser:
         default="workflow",
         help="W3 as a Restate workflow keyed by execution id, or a plain service",
     )
+    p.add_argument(
+        "--restate-http",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="the Restate client's HTTP version (2: as the SDK's create_client)",
+    )
     p.add_argument("--dbos-pg-port", type=int, default=DEFAULT_DBOS_PG_PORT)
     return p
 
@@ -146,11 +153,12 @@ def main(args: argparse.Namespace) -> None:
     described: dict[str, Any] = {}
     partial = LOGS / run / "partial.json"
     try:
+        for engine in engines:
+            engine.prepare()
         for k in range(args.repeat):
             for engine in engines:
                 say(f"repeat {k + 1}/{args.repeat}: {engine.name}")
                 logs = LOGS / run / f"{engine.name.replace('@', '-')}-r{k + 1}"
-                # DBOS's PostgreSQL is found as a bystander only once it is up.
                 result = EngineRun(engine, params, logs, bystanders(s, args.dbos_pg_port)).run()
                 result["repeat"] = k + 1
                 runs[engine.name].append(result)
@@ -174,9 +182,11 @@ def main(args: argparse.Namespace) -> None:
         "the idle services of the engines not under test",
     }
     path = write_result("compare", doc)
+    noise = [e["other_programs_cores"].get("median", 0.0) for e in summary.values()]
     title = (
-        f"W3, open loop, medians of {args.repeat} — {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{sys.platform}, {len(engines)} engines on one box"
+        f"W3 on one {os.cpu_count()}-core box, medians of {args.repeat} run(s), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; other programs took "
+        f"{min(noise):.2f}-{max(noise):.2f} cores meanwhile"
     )
     report.plot(summary, str(path.with_suffix(".png")), title, args.p99_target_ms)
     for row in rows:

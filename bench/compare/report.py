@@ -66,15 +66,17 @@ def summarise_engine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **spread([float(h) for h in held if h is not None]),
         "runs_with_none_held": sum(1 for h in held if h is None),
     }
-    s["other_programs_cpu_s"] = spread([_noise(r) for r in runs])
+    s["other_programs_cores"] = spread([_noise(r) for r in runs])
     return s
 
 
 def _noise(run: dict[str, Any]) -> float:
-    """Other programs' CPU over every metered phase of a run: how busy the box was otherwise."""
+    """Other programs' CPU over every metered phase of a run, as cores: how busy the box was
+    with work that was not this engine's (nor the harness's, nor the idle bystanders')."""
     phases = [run["idle"], run["closed"]["cpu"], run["burst"]["cpu"]]
     phases += [ph["cpu"] for ph in run["open"] + run["search"] if "cpu" in ph]
-    return round(sum(ph["other_programs_cpu_s"] for ph in phases), 2)
+    wall = sum(ph["wall_s"] for ph in phases)
+    return round(sum(ph["other_programs_cpu_s"] for ph in phases) / wall, 3) if wall else 0.0
 
 
 def table(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,6 +91,7 @@ def table(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "closed_p99_ms": s["closed"]["p99"].get("median"),
             "idle_cores": s["idle_cores"]["total"].get("median"),
             "max_rate_held_per_s": s["max_rate_held_per_s"].get("median"),
+            "other_programs_cores": s["other_programs_cores"].get("median"),
         }
         for rate, entry in s["open"].items():
             if entry.get("runs"):
@@ -124,6 +127,8 @@ def plot(summary: dict[str, dict[str, Any]], path: str, title: str, p99_target: 
     with plotting() as plt:
         if plt is None:
             return
+        from matplotlib.ticker import NullFormatter
+
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
         for j, (name, s) in enumerate(summary.items()):
             color = f"C{j}"
@@ -143,18 +148,21 @@ def plot(summary: dict[str, dict[str, Any]], path: str, title: str, p99_target: 
                             label=f"{name}, burst ({burst:g})")  # fmt: skip
         ax1.axhline(p99_target, color="red", linestyle=":", alpha=0.6,
                     label=f"p99 target {p99_target:g} ms")  # fmt: skip
+        rates = sorted({float(r) for s in summary.values() for r in s["open"]})
         for ax in (ax1, ax2):
             if not ax.has_data():
                 continue
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.set_xticks(rates, [f"{r:g}" for r in rates])
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(alpha=0.3, which="both")
             ax.set_xlabel("offered rate, W3 starts per second (open loop)")
             ax.legend(fontsize=7)
         ax1.set_ylabel("latency from the scheduled start, ms (median of repeats)")
         ax1.set_title("latency against offered rate (a line ends where the engine saturated)",
                       fontsize=9)  # fmt: skip
-        ax2.set_ylabel("CPU-s per 1,000 executions, all processes of the engine + client")
+        ax2.set_ylabel("CPU-s per 1,000 executions (engine + client)")
         ax2.set_title("CPU per execution: open loop (lines), burst (dotted)", fontsize=9)
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import select
 import subprocess
 import sys
@@ -151,6 +152,7 @@ class EngineRun:
         result: dict[str, Any] = {
             "engine": self.engine.name,
             "logs": str(self.logs.relative_to(ROOT)),
+            "load_average_at_start": os.getloadavg(),
         }
         say(f"{self.engine.name}: up")
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,10 @@ class Engine(abc.ABC):
     kind: str  # cerebelum | restate | dbos
     name: str  # as reported: the kind, or cerebelum@REV for another checkout
 
+    def prepare(self) -> None:  # noqa: B027  (most engines have nothing to keep up)
+        """Before the first run: start what stays up between runs (so every engine's run sees
+        the same idle services on the box)."""
+
     @abc.abstractmethod
     def up(self, logs: Path) -> None:
         """Start from a clean state (empty logs and tables) and return once it serves."""

@@ -114,15 +114,14 @@ class CerebelumEngine(Engine):
 
 
 def broker_version(s: Settings) -> str | None:
-    """The broker's Kafka version, from the jar names on its command line."""
+    """The broker's Kafka version, from its command line (the dev broker's classpath runs
+    through .cache/kafka/VERSION/; a distribution's through libs/kafka_2.13-VERSION.jar)."""
     pid = pid_listening_on(port_of(s.kafka_bootstrap))
     if pid is None:
         return None
     with contextlib.suppress(OSError):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        match = re.search(
-            r"kafka[-_]clients-(\d+\.\d+\.\d+)\.jar|kafka_2\.\d+-(\d+\.\d+\.\d+)", cmdline
-        )
+        match = re.search(r"/kafka/(\d+\.\d+\.\d+)/|kafka_2\.\d+-(\d+\.\d+\.\d+)\.jar", cmdline)
         if match:
             return match.group(1) or match.group(2)
     return None

@@ -46,10 +46,13 @@ class DbosEngine(Engine):
     def url(self) -> str:
         return f"postgresql://{postgres.DB_USER}@{postgres.HOST}:{self.layout.port}/{DATABASE}"
 
-    def up(self, logs: Path) -> None:
+    def prepare(self) -> None:
         if not postgres.is_running(self.layout):
             postgres.start(self.layout)
             self._started_pg = True
+
+    def up(self, logs: Path) -> None:
+        self.prepare()
         asyncio.run(self._recreate_database())
         say(f"dbos: fresh database {self.url}")
 

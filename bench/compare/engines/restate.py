@@ -48,8 +48,8 @@ SDK_PORT = 49080
 READY_TIMEOUT_S = 120.0
 # Both stop within a second or two of SIGTERM; past this they are killed (nothing to keep).
 STOP_TIMEOUT_S = 15.0
-# hypercorn's and the server's HTTP/2 allow many streams per connection; a handful of
-# connections carry thousands of executions in flight.
+# HTTP/2 allows many streams per connection: a handful of connections carry thousands of
+# executions in flight. Over HTTP/1.1 each execution in flight holds a connection of its own.
 CLIENT_MAX_CONNECTIONS = 64
 
 # generic_call sends bytes as they are; the handler takes JSON and says so in its contract.
@@ -86,9 +86,10 @@ def server_binary() -> Path:
 class RestateEngine(Engine):
     kind = "restate"
 
-    def __init__(self, handler_kind: str = "workflow") -> None:
+    def __init__(self, handler_kind: str = "workflow", http_version: int = 2) -> None:
         self.name = "restate"
         self.handler_kind = handler_kind
+        self.http_version = http_version
         self.ns: NetNamespace | None = None
         self.server: Proc | None = None
         self.service: Proc | None = None
@@ -135,7 +136,11 @@ class RestateEngine(Engine):
 
     def driver_argv(self, base: list[str]) -> list[str]:
         assert self.ns is not None
-        config = {"ingress": f"http://127.0.0.1:{INGRESS_PORT}", "handler": self.handler_kind}
+        config = {
+            "ingress": f"http://127.0.0.1:{INGRESS_PORT}",
+            "handler": self.handler_kind,
+            "http2": self.http_version == 2,
+        }
         return self.ns.wrap([*base, "--config", orjson.dumps(config).decode()])
 
     def down(self) -> None:
@@ -157,6 +162,7 @@ class RestateEngine(Engine):
             "hypercorn": metadata.version("hypercorn"),
             "httpx": metadata.version("httpx"),
             "handler": self.handler_kind,
+            "client_http_version": self.http_version,
             "server_config": "defaults (24 partitions, RocksDB WAL fsync on) with our ports and "
             "telemetry off",
             "processes": "restate-server, one hypercorn process serving the SDK service",
@@ -165,11 +171,14 @@ class RestateEngine(Engine):
 
 class Client(EngineClient):
     """One ingress call per execution: POST /W3/{id}/run (a workflow keyed by the execution id)
-    or POST /W3Service/run; the call returns the handler's output when the invocation ends."""
+    or POST /W3Service/run; the call returns the handler's output when the invocation ends.
+    HTTP/2 as `restate.create_client` sets it up; HTTP/1.1 with `--restate-http 1` (Python's h2
+    costs the client CPU, which counts in the totals)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.ingress = config["ingress"]
         self.handler = config.get("handler", "workflow")
+        self.http2 = config.get("http2", True)
         self._http: Any = None
         self._client: Any = None
 
@@ -179,8 +188,8 @@ class Client(EngineClient):
 
         self._http = httpx.AsyncClient(
             base_url=self.ingress,
-            http2=True,
-            limits=httpx.Limits(max_connections=CLIENT_MAX_CONNECTIONS),
+            http2=self.http2,
+            limits=httpx.Limits(max_connections=CLIENT_MAX_CONNECTIONS if self.http2 else 1000),
             # No read timeout: the generator applies its own to every execution.
             timeout=httpx.Timeout(None, connect=10.0),
         )
