@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common.base import LOGS, say, settings
+from bench.common.base import LOGS, ROOT, say, settings
 from bench.common.procfs import Tracked, pid_listening_on, port_of
 from bench.common.results import run_id, to_json, write_result
 from bench.compare import report
@@ -136,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    # A plain `kill` unwinds like Ctrl-C, so every engine's processes are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     s = settings()
     engines = build_engines(args, s)
     if not engines:
@@ -151,6 +155,7 @@ def main(args: argparse.Namespace) -> None:
     say(f"{run}: engines {[e.name for e in engines]}, rates {params.rates}, x{args.repeat}")
     runs: dict[str, list[dict[str, Any]]] = {e.name: [] for e in engines}
     described: dict[str, Any] = {}
+    failures: list[dict[str, Any]] = []
     partial = LOGS / run / "partial.json"
     try:
         for engine in engines:
@@ -159,11 +164,16 @@ def main(args: argparse.Namespace) -> None:
             for engine in engines:
                 say(f"repeat {k + 1}/{args.repeat}: {engine.name}")
                 logs = LOGS / run / f"{engine.name.replace('@', '-')}-r{k + 1}"
-                result = EngineRun(engine, params, logs, bystanders(s, args.dbos_pg_port)).run()
+                try:
+                    result = EngineRun(engine, params, logs, bystanders(s, args.dbos_pg_port)).run()
+                except Exception as exc:  # one engine failing must not lose the others' runs
+                    say(f"{engine.name} failed: {exc!r}; see {logs}")
+                    failures.append({"engine": engine.name, "repeat": k + 1, "error": repr(exc)})
+                    continue
                 result["repeat"] = k + 1
                 runs[engine.name].append(result)
                 described.setdefault(engine.name, engine.describe())
-                partial.write_text(to_json({"runs": runs}))  # survives a crash of a later engine
+                partial.write_text(to_json({"runs": runs, "failures": failures}))
     finally:
         for engine in engines:
             engine.close()
@@ -176,12 +186,15 @@ def main(args: argparse.Namespace) -> None:
         "ratios_to_restate": report.ratios_to(rows),
         "summary": summary,
         "runs": runs,
-        "logs": str((LOGS / run).relative_to(LOGS.parents[2])),
+        "failures": failures,
+        "logs": str((LOGS / run).relative_to(ROOT)),
         "caveats": "one box: every engine, its services and the generator share the cores; "
         "other_programs_cpu_s is the box's busy CPU that none of them used; bystanders_cpu_s is "
         "the idle services of the engines not under test",
     }
     path = write_result("compare", doc)
+    if not summary:
+        raise SystemExit(f"every engine run failed: {failures}")
     noise = [e["other_programs_cores"].get("median", 0.0) for e in summary.values()]
     title = (
         f"W3 on one {os.cpu_count()}-core box, medians of {args.repeat} run(s), "

@@ -113,7 +113,10 @@ def ratios_to(rows: list[dict[str, Any]], reference: str = "restate") -> dict[st
         return {}
     keys = ("burst_per_s", "burst_cpu_s_per_1000", "closed_p50_ms", "closed_p99_ms",
             "max_rate_held_per_s")  # fmt: skip
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "_read_as": f"engine / {reference}: above 1 is more (throughput, rate held: better; "
+        "CPU, latency: worse)"
+    }
     for row in rows:
         if row["engine"] == reference:
             continue
