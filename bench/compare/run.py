@@ -14,7 +14,7 @@ generator, `client`, from the phase's first start to its last completion):
        rates are recorded as skipped;
     7. the highest rate held (every execution completed and right, p99 <= --p99-target-ms):
        the highest swept rate held, refined by --search-steps bisections (geometric midpoints)
-       between it and the next swept rate;
+       between it and the next swept rate (when none held: halvings below the lowest);
     8. down.
 After a phase that started executions, the run waits until the engine's CPU falls back to its
 idle level (at most --settle-max seconds): a backlog still being worked off (Cerebelum's mirror,
@@ -43,6 +43,8 @@ from bench.compare.engines import Engine
 
 # An open-loop phase whose median is above this is far past saturation: higher rates only queue.
 SATURATED_P50_MS = 1000.0
+# Below one start per second an open loop says nothing a closed loop does not.
+MIN_SEARCH_RATE = 1.0
 # The settle check: CPU over this window, twice in a row at or under the idle level plus margin.
 SETTLE_WINDOW_S = 0.5
 SETTLE_MARGIN_CORES = 0.05
@@ -156,8 +158,8 @@ class EngineRun:
         }
         say(f"{self.engine.name}: up")
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.engine.up(self.logs)
         try:
+            self.engine.up(self.logs)  # inside: a half-started engine is stopped too
             base = [sys.executable, "-m", "bench.compare.driver", "--engine", self.engine.kind]
             self.driver = Driver(self.engine.driver_argv(base), self.logs / "driver.log")
             self.tracked = [*self.engine.tracked(), Tracked("client", self.driver.pid)]
@@ -237,30 +239,32 @@ class EngineRun:
         return phases
 
     def search(self, swept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The highest swept rate held, then bisection towards the next swept rate."""
+        """The highest swept rate held, then bisection towards the next swept rate (or, when
+        none held, halving below the lowest until one does)."""
         ran = [ph for ph in swept if "skipped" not in ph]
         held = [ph["rate_per_s"] for ph in ran if ph["held"]]
         lo = max(held) if held else None
         above = [ph["rate_per_s"] for ph in swept if lo is None or ph["rate_per_s"] > lo]
         hi = min(above) if above else None
         phases: list[dict[str, Any]] = []
-        if lo is not None and hi is not None:
-            for _ in range(self.p.search_steps):
-                mid = round(math.sqrt(lo * hi), 1)
-                if mid <= lo or mid >= hi:
-                    break
-                phase = self.open_phase(mid)
-                phases.append(phase)
-                if phase["held"]:
-                    lo = mid
-                else:
-                    hi = mid
+        for _ in range(self.p.search_steps if hi is not None else 0):
+            assert hi is not None
+            # Nothing held yet: halve downwards; then bisect between held and failed.
+            mid = round(hi / 2 if lo is None else math.sqrt(lo * hi), 1)
+            if mid < MIN_SEARCH_RATE or (lo is not None and not lo < mid < hi):
+                break
+            phase = self.open_phase(mid)
+            phases.append(phase)
+            if phase["held"]:
+                lo = mid
+            else:
+                hi = mid
         summary = {
             "rate_per_s": lo,
             "failed_at_per_s": hi,
             "p99_target_ms": self.p.p99_target_ms,
             "note": (
-                "no swept rate held"
+                "no rate held"
                 if lo is None
                 else "every swept rate held: at least this"
                 if hi is None
