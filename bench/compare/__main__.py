@@ -42,7 +42,7 @@ def build_engines(args: argparse.Namespace, s: Settings) -> list[Engine]:
             engines.append(CerebelumEngine(s))
             engines += [CerebelumEngine(s, Path(root)) for root in args.cerebelum_root]
         elif kind == "restate":
-            engines.append(RestateEngine(args.restate_handler, args.restate_http))
+            engines.append(RestateEngine(args.restate_handler, args.restate_client))
         elif kind == "dbos":
             engines.append(DbosEngine(args.dbos_pg_port))
     if "cerebelum" not in args.engines:
@@ -127,11 +127,10 @@ def parser() -> argparse.ArgumentParser:
         help="W3 as a Restate workflow keyed by execution id, or a plain service",
     )
     p.add_argument(
-        "--restate-http",
-        type=int,
-        choices=[1, 2],
-        default=2,
-        help="the Restate client's HTTP version (2: as the SDK's create_client)",
+        "--restate-client",
+        choices=["lean", "sdk", "sdk-http1"],
+        default="lean",
+        help="lean HTTP/1.1 (default), or the SDK's httpx client over HTTP/2 or HTTP/1.1",
     )
     p.add_argument("--dbos-pg-port", type=int, default=DEFAULT_DBOS_PG_PORT)
     return p

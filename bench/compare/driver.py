@@ -154,9 +154,9 @@ async def open_loop(
         span = max(outcomes.done_at) - t_start
         report["completion_rate_per_s"] = round(len(outcomes.done_at) / span, 1)
     series = [
-        [round(at - t_start, 3), round(task.result(), 2)]
+        [round(at - t_start, 3), round(latency, 2)]
         for at, task in zip(scheduled, tasks, strict=True)
-        if task.done() and not task.cancelled() and task.result() is not None
+        if task.done() and not task.cancelled() and (latency := task.result()) is not None
     ]
     report["series"] = series[:: max(1, len(series) // MAX_SERIES_POINTS)]
     return report

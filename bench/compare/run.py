@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
@@ -87,7 +87,7 @@ class Driver:
         return self.popen.pid
 
     def _readline(self, timeout: float) -> str:
-        out: TextIO | None = self.popen.stdout
+        out = self.popen.stdout
         assert out is not None
         ready, _, _ = select.select([out], [], [], timeout)
         if not ready:
