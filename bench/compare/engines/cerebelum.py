@@ -161,11 +161,14 @@ class Client(EngineClient):
         from cerebelum.core.commands import start_command
 
         waiter = asyncio.ensure_future(self._client.wait(execution_id, timeout=None))
-        ack = await self._producer.send(
-            TOPIC_COMMANDS, start_command(execution_id, "w3", {"n": i}), execution_id.encode()
-        )
-        result = await waiter
-        await ack  # long since acknowledged: the execution completed
+        try:
+            ack = await self._producer.send(
+                TOPIC_COMMANDS, start_command(execution_id, "w3", {"n": i}), execution_id.encode()
+            )
+            result = await waiter
+            await ack  # long since acknowledged: the execution completed
+        finally:
+            waiter.cancel()  # the generator gave up on it (a timeout): stop waiting too
         if result.status != "completed":
             raise RuntimeError(f"execution {execution_id} {result.status}: {result.error}")
         return result.output
