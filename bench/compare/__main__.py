@@ -47,6 +47,11 @@ def build_engines(args: argparse.Namespace, s: Settings) -> list[Engine]:
             engines.append(DbosEngine(args.dbos_pg_port))
     if "cerebelum" not in args.engines:
         engines = [CerebelumEngine(s, Path(root)) for root in args.cerebelum_root] + engines
+    names = [e.name for e in engines]
+    if len(set(names)) < len(names):
+        raise SystemExit(
+            f"two engines with one name in {names}: is a --cerebelum-root this checkout?"
+        )
     return engines
 
 

@@ -87,6 +87,8 @@ class Driver:
         return self.popen.pid
 
     def _readline(self, timeout: float) -> str:
+        # select() sees the pipe, not the text buffer: fine while the generator answers each
+        # command with exactly one line and says nothing unasked.
         out = self.popen.stdout
         assert out is not None
         ready, _, _ = select.select([out], [], [], timeout)
