@@ -34,16 +34,19 @@ def log_time(line: str) -> float | None:
 
 
 class Proc:
-    """A `cerebelum` process started by a benchmark, its log in a file."""
+    """A process a benchmark started (a worker, a mirror, a peer engine's server), its log in a
+    file."""
 
-    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, args: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self.spawned_at = time.monotonic()
         with log.open("wb") as out:
             self.popen = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C on the bench does not hit it mid-measurement
             )  # fmt: skip
 
@@ -87,12 +90,12 @@ class Proc:
         return time.monotonic() - started
 
 
-def process_env(s: Settings, **extra: str) -> dict[str, str]:
+def process_env(s: Settings, root: Path = ROOT, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         CEREBELUM_KAFKA=s.kafka_bootstrap,
         CEREBELUM_DATABASE_URL=s.database_url,
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(root),
     )
     env.update(extra)
     return env
@@ -106,12 +109,23 @@ def worker_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-class Cluster:
-    """The workers and mirror one benchmark run starts; `close()` stops them all."""
+def python_for(root: Path) -> str:
+    """The interpreter that runs a checkout's code: ours, or that checkout's own .venv's."""
+    return sys.executable if root == ROOT else str(root / ".venv" / "bin" / "python")
 
-    def __init__(self, s: Settings, run: str) -> None:
+
+class Cluster:
+    """The workers and mirror one benchmark run starts; `close()` stops them all.
+
+    `root`: the checkout whose code they run (default this one); another checkout runs with its
+    own `.venv/bin/python` and its own `bench.app` (bench/compare A/Bs two revisions this way).
+    """
+
+    def __init__(self, s: Settings, run: str, root: Path = ROOT) -> None:
         self.s = s
         self.run = run
+        self.root = root
+        self.python = python_for(root)
         self.logs = LOGS / run
         self.procs: list[Proc] = []
         self.workers: list[Proc] = []  # the live ones
@@ -121,8 +135,9 @@ class Cluster:
     def _spawn(
         self, name: str, args: list[str], wrapper: list[str] | None = None, **env: str
     ) -> Proc:
-        cmd = [*(wrapper or [sys.executable]), "-m", "cerebelum", *args]
-        proc = Proc(name, cmd, self.logs / f"{name}.log", process_env(self.s, **env))
+        cmd = [*(wrapper or [self.python]), "-m", "cerebelum", *args]
+        log = self.logs / f"{name}.log"
+        proc = Proc(name, cmd, log, process_env(self.s, self.root, **env), cwd=self.root)
         self.procs.append(proc)
         return proc
 

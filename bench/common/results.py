@@ -81,29 +81,34 @@ def machine() -> dict[str, Any]:
 
 
 def source_revision() -> str | None:
-    """The checked-out commit, read from .git's files (no git command is run)."""
+    """The checked-out commit, read from .git's files (no git command is run). In a worktree
+    .git is a file naming the worktree's own git directory, whose `commondir` holds the refs."""
     git = ROOT / ".git"
     with contextlib.suppress(OSError):
+        common = git
+        if git.is_file():
+            git = Path(git.read_text().strip().removeprefix("gitdir: "))
+            common = (git / (git / "commondir").read_text().strip()).resolve()
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head
         ref = head[5:]
-        ref_file = git / ref
-        if ref_file.exists():
-            return ref_file.read_text().strip()
-        for line in (git / "packed-refs").read_text().splitlines():
+        for ref_file in (git / ref, common / ref):
+            if ref_file.exists():
+                return ref_file.read_text().strip()
+        for line in (common / "packed-refs").read_text().splitlines():
             if line.endswith(" " + ref):
                 return line.split()[0]
     return None
 
 
-def source_digest() -> str:
+def source_digest(root: Path = ROOT) -> str:
     """A hash of cerebelum/'s Python files: tells runs of different (uncommitted) code apart."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "cerebelum").rglob("*.py")):
-        digest.update(str(path.relative_to(ROOT)).encode())
+    for path in sorted((root / "cerebelum").rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
