@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -78,27 +79,41 @@ def assert_results_recorded_once(events: list[dict]) -> None:
 async def worker_member(settings: Settings, worker_id: str) -> AsyncIterator[None]:
     """A member of the worker group named as worker `worker_id` is, that owns no partition.
 
-    It subscribes to cerebelum.workflows, not cerebelum.commands, so the group's assignor gives
-    it nothing to run and real workers keep their partitions; to the group's description it is
-    a live worker (client id "cerebelum-worker:<worker id>"). Leaves the group on exit.
+    It joins as the workers do (KIP-848) but subscribes to cerebelum.workflows, not
+    cerebelum.commands, so the group's assignor gives it nothing to run and real workers keep
+    their partitions; to the group's description it is a live worker (client id
+    "cerebelum-worker:<worker id>"). Leaves the group on exit.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=WORKER_GROUP,
-        client_id=f"cerebelum-worker:{worker_id}",
-        enable_auto_commit=False,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": WORKER_GROUP,
+            "group.protocol": "consumer",
+            "client.id": f"cerebelum-worker:{worker_id}",
+            "enable.auto.commit": False,
+        }
     )
-    await consumer.start()
+    consumer.subscribe([TOPIC_WORKFLOWS])
+    joined, leave = threading.Event(), threading.Event()
+
+    def member() -> None:  # the consumer belongs to this thread (confluent-kafka serialises)
+        while not leave.is_set():
+            consumer.poll(0.1)
+            if consumer.assignment():
+                joined.set()
+        consumer.close()
+
+    thread = threading.Thread(target=member, daemon=True)
+    thread.start()
     try:
-        consumer.subscribe([TOPIC_WORKFLOWS])
-        async with asyncio.timeout(30):
-            while not consumer.assignment():  # joined once the group assigned it
-                await consumer.getmany(timeout_ms=100)
+        if not await asyncio.to_thread(joined.wait, 30):
+            raise TimeoutError(f"worker member {worker_id} did not join within 30 s")
         yield
     finally:
-        await consumer.stop()
+        leave.set()
+        await asyncio.to_thread(thread.join)
 
 
 async def live_workers(settings: Settings) -> set[str]:

@@ -67,21 +67,10 @@ def registry_record(worker_id: str, registry: Registry, at_ms: int) -> dict[str,
         "worker_id": worker_id,
         "at": at_ms,
         "workflows": [
-            {"name": name, "versions": _versions_newest_first(registry, name)}
+            {"name": name, "versions": registry.versions_newest_first(name)}
             for name in registry.names()
         ],
     }
-
-
-def _versions_newest_first(registry: Registry, name: str) -> list[str]:
-    """The newest version (what `Registry.get(name)` runs), then the older ones, latest
-    registered first. Registry.versions() sorts them by name, which says nothing of age."""
-    newest = registry.get(name)
-    assert newest is not None
-    # The registry's table keeps registration order (a dict); the last registered is newest.
-    registered = reversed(list(registry._versions))
-    older = [v for (n, v) in registered if n == name and v != newest.version]
-    return [newest.version, *older]
 
 
 async def publish_workflows(

@@ -365,6 +365,15 @@ class Registry:
     def versions(self, name: str) -> list[str]:
         return sorted(v for (n, v) in self._versions if n == name)
 
+    def versions_newest_first(self, name: str) -> list[str]:
+        """The version a new start runs (the last registered), then the older ones, the
+        latest registered first."""
+        newest = self._latest.get(name)
+        if newest is None:
+            return []
+        older = [v for (n, v) in reversed(self._versions) if n == name and v != newest.version]
+        return [newest.version, *older]
+
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> Registry:
         """Every Workflow found among a module's globals."""

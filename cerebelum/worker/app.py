@@ -41,6 +41,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
 
+from cerebelum.admin.workflows import publish_workflows, withdraw_workflows
 from cerebelum.config import Settings
 from cerebelum.constants import (
     PARTITIONS,
@@ -53,7 +54,7 @@ from cerebelum.constants import (
 from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue
 from cerebelum.core.machine import ArmTimer, RunStep
 from cerebelum.core.workflow import Registry
-from cerebelum.errors import CerebelumError
+from cerebelum.errors import CerebelumError, KafkaUnavailable
 from cerebelum.worker import kafka_config
 from cerebelum.worker.batch import (
     Batch,
@@ -146,6 +147,8 @@ class Worker:
     async def start(self) -> None:
         await self._check_topics()
         await self.transactor.start()
+        # Before joining: the API refuses starts of workflows no live worker has published.
+        await self._publish_workflows()
         self.consumer.start()
         loop = asyncio.get_running_loop()
         for coro, name in ((self._commit_loop(), "commit-loop"), (self._timers.run(), "timers")):
@@ -168,6 +171,10 @@ class Worker:
         await asyncio.gather(*self._tasks, *self._setups, return_exceptions=True)
         self.runner.close()
         await self.transactor.close()
+        try:
+            await withdraw_workflows(self.settings, self.worker_id)
+        except KafkaUnavailable as exc:  # its record is ignored anyway once it left the group
+            log.warning("could not withdraw this worker's workflows: %s", exc)
         self._stopped.set()
         log.info("worker stopped")
 
@@ -179,6 +186,26 @@ class Worker:
         deadline = time.monotonic() + timeout
         while (self._queue or self._committing is not None) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+    async def _publish_workflows(self) -> None:
+        """Publish the registry; if Kafka does not take it now, keep trying in the background
+        (meanwhile the API accepts any start, so nothing is refused wrongly)."""
+        try:
+            await publish_workflows(self.settings, self.worker_id, self.registry)
+        except KafkaUnavailable as exc:
+            log.warning("could not publish this worker's workflows (%s); retrying", exc)
+            task = asyncio.get_running_loop().create_task(self._publish_until_done())
+            self._tasks.append(task)
+
+    async def _publish_until_done(self) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await publish_workflows(self.settings, self.worker_id, self.registry)
+                return
+            except KafkaUnavailable:
+                delay = min(delay * 2, 30.0)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

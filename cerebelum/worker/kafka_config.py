@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cerebelum.config import Settings
-from cerebelum.constants import WORKER_GROUP, worker_transactional_id
+from cerebelum.constants import WORKER_CLIENT_ID_PREFIX, WORKER_GROUP, worker_transactional_id
 
 
 def common(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -20,7 +20,8 @@ def common(settings: Settings, client_id: str) -> dict[str, Any]:
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
     config = {
-        **common(settings, f"cerebelum-worker:{worker_id}"),
+        # The cluster view and the API's workflow directory name workers by this client id.
+        **common(settings, f"{WORKER_CLIENT_ID_PREFIX}{worker_id}"),
         "group.id": WORKER_GROUP,
         "enable.auto.commit": False,  # offsets are committed inside each transaction
         "enable.auto.offset.store": False,
@@ -51,7 +52,7 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
 
 def producer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
     return {
-        **common(settings, f"cerebelum-worker:{worker_id}"),
+        **common(settings, f"{WORKER_CLIENT_ID_PREFIX}{worker_id}"),
         # One transactional id per worker process: a restarted worker with the same id (a
         # static member) fences its previous incarnation; zombies are fenced by the group
         # generation carried with the offsets (KIP-447), not by this id.
