@@ -56,3 +56,8 @@ HEADER_STATE_RECOVERY = "cerebelum.recovery"
 # owner that finds a transaction left open on the partition fences that id (its open
 # transaction is aborted at once) instead of waiting for the transaction timeout.
 HEADER_STATE_WRITER = "cerebelum.writer"
+# Key of the ownership record on cerebelum.state: a new owner's first transaction writes one on
+# each partition it took (value: {"writer": its transactional id}), so whoever takes the
+# partition next knows whose open transaction to fence. Not a valid execution id (ids begin
+# with a letter or a digit), so it never collides with a snapshot.
+STATE_OWNER_KEY = b"_owner"

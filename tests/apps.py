@@ -336,3 +336,16 @@ bug_on_failure = BuggyStep(_fails, "bug_on_failure", on="failure")
 bug_at_start = Workflow("bug_at_start", [bug_on_start])
 bug_in_outcome = Workflow("bug_in_outcome", [bug_on_failure])
 bug_on_start.armed = bug_on_failure.armed = True  # after the definitions were checked
+
+
+# --- a poison step (tests/fault/test_poison.py): it kills whatever process runs it ---------------
+
+
+@step
+def poison_pill(inputs: dict) -> dict:
+    import os
+
+    os._exit(3)  # like a segfault or the OOM killer: no exception, no cleanup, no outcome
+
+
+poison = Workflow("poison", [poison_pill])

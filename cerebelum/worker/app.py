@@ -39,12 +39,15 @@ import time
 from collections import deque
 from pathlib import Path
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException
 
 from cerebelum.admin.workflows import publish_workflows, withdraw_workflows
 from cerebelum.config import Settings
 from cerebelum.constants import (
+    HEADER_STATE_WRITER,
     PARTITIONS,
+    STATE_OWNER_KEY,
     TOPIC_COMMANDS,
     TOPIC_DLQ,
     TOPIC_EVENTS,
@@ -59,6 +62,7 @@ from cerebelum.worker import kafka_config
 from cerebelum.worker.batch import (
     Batch,
     CommandRecord,
+    Headers,
     Input,
     Record,
     dead_letter_headers,
@@ -126,6 +130,8 @@ class Worker:
         self._fence_config = kafka_config.fence_config(settings, self.worker_id)
         self._transactional_id = worker_transactional_id(self.worker_id)
         self._writer = self._transactional_id.encode()  # on each snapshot: who wrote it
+        self._owner_record = orjson.dumps({"writer": self._transactional_id})
+        self._owner_headers: Headers = [(HEADER_STATE_WRITER, self._writer)]
         self.runner = StepRunner(settings.max_concurrent_steps)
         self.owned: dict[int, PartitionState] = {}
         self._assigned: set[int] = set()  # by the group; owned once restored
@@ -137,6 +143,8 @@ class Worker:
         self._setups: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._single = 0  # inputs left to decide one per transaction (after a record error)
+        # Partitions taken over whose ownership record is not written yet (takeover.py).
+        self._announce: dict[int, PartitionState] = {}
         self._draining = False
         self._stopped = asyncio.Event()
         self.fatal = asyncio.Event()
@@ -321,7 +329,7 @@ class Worker:
                     self._fence_config,
                     self._transactional_id,
                     parts,
-                    lambda ps: self.consumer.committed(ps, COMMITTED_TIMEOUT_S),
+                    self.consumer.committed,
                     self.settings.transaction_timeout_ms / 1000 + 5,
                 )
                 for p in [p for p, offset in committed.items() if offset < 0]:
@@ -342,6 +350,8 @@ class Worker:
     def _own(self, p: int, restored: RestoredPartition, offset: int, seek: bool) -> None:
         ps = PartitionState(p, restored, offset)
         self.owned[p] = ps
+        self._announce[p] = ps
+        self._work.set()
         for fire_at, execution_id, timer_id in restored.timers:
             self._timers.arm(ps, fire_at, execution_id, timer_id)
         for execution_id in restored.running:
@@ -369,11 +379,10 @@ class Worker:
         while True:
             await self._work.wait()
             self._work.clear()
-            while self._queue:
+            while self._queue or self._announce:
                 inputs = self._take(1 if self._single else MAX_BATCH)
-                if not inputs:
-                    break
                 batch = decide_batch(inputs, self.registry, _now_ms(), PARTITIONS, self._writer)
+                announced = self._add_announcements(batch)
                 try:
                     await self._commit(batch)
                 except (TransactionAborted, ProducerFenced) as exc:
@@ -389,7 +398,24 @@ class Worker:
                 failures = 0
                 if self._single:
                     self._single -= 1
+                for p in announced:
+                    self._announce.pop(p, None)
                 self._install(batch)
+
+    def _add_announcements(self, batch: Batch) -> list[int]:
+        """Write the ownership record of each partition taken over since the last commit."""
+        announced = []
+        for p, ps in list(self._announce.items()):
+            if ps.released:
+                del self._announce[p]
+                continue
+            batch.records.append(
+                Record(TOPIC_STATE, p, STATE_OWNER_KEY, self._owner_record, self._owner_headers)
+            )
+            batch.partitions[p] = ps
+            batch.offsets.setdefault(p, ps.committed)
+            announced.append(p)
+        return announced
 
     def _take(self, n: int) -> list[tuple[PartitionState, Input]]:
         queue = self._queue

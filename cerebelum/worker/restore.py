@@ -26,7 +26,12 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from cerebelum.constants import HEADER_STATE_RECOVERY, HEADER_STATE_WRITER, TOPIC_STATE
+from cerebelum.constants import (
+    HEADER_STATE_RECOVERY,
+    HEADER_STATE_WRITER,
+    STATE_OWNER_KEY,
+    TOPIC_STATE,
+)
 from cerebelum.core.state import Execution
 from cerebelum.worker.fetching import take
 
@@ -145,7 +150,13 @@ class StateReader:
                     continue
                 self.records += 1
                 position[p] = cast(int, m.offset()) + 1
-                key = cast(bytes, m.key()).decode()
+                raw_key = cast(bytes, m.key())
+                if raw_key == STATE_OWNER_KEY:  # who owned the partition: not an execution
+                    _, writer = _headers_of(cast(Headers, m.headers()))
+                    if writer is not None:
+                        self.writers[p] = writer
+                    continue
+                key = raw_key.decode()
                 value = m.value()
                 if value is None:  # a tombstone
                     states[p].pop(key, None)

@@ -1,12 +1,14 @@
 """Taking over partitions: what a new owner reads before it decides anything for them.
 
-1. Read cerebelum.state[p] to its last stable offset. The newest record names its writer.
-2. If a transaction is still open there (the last stable offset is below the high watermark),
-   its writer is dead or a zombie (a live owner ends its transaction before it lets a
-   partition go): fence that transactional id. init_transactions with it aborts the open
-   transaction at once; otherwise it would block the partition until its transaction timeout.
-3. Fetch the committed offsets. Stable offsets: the fetch waits while a transaction that
-   commits offsets for these partitions is in flight, so they are final.
+1. Read cerebelum.state[p] to its last stable offset. The newest ownership record (or
+   snapshot) names the partition's last writer: its transactional id.
+2. Ask for the committed offsets, briefly. Stable offsets: the answer waits while a
+   transaction that commits offsets for these partitions is in flight. A live owner ends its
+   transaction before it lets a partition go, so one still open after PROBE_S, or a
+   transaction left open on state[p] (its last stable offset below the high watermark), is a
+   dead worker's or a zombie's: fence its writer. init_transactions with that transactional id
+   aborts the open transaction at once; otherwise the partition would wait for its timeout.
+3. Fetch the committed offsets (now final).
 4. Read on until the last stable offset passes the high watermark seen after 3. A transaction
    that committed those offsets may have its snapshots' commit markers land just after its
    offsets' marker; this waits for them, so snapshots and offsets match (and a transaction
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cerebelum.worker.restore import RestoredPartition, StateReader, log_restored
 
@@ -30,8 +32,13 @@ log = logging.getLogger(__name__)
 
 # Fencing is one InitProducerId round; past this the broker is not answering.
 FENCE_TIMEOUT_S = 10.0
+# A live previous owner ends its transaction before letting the partition go, so its offsets
+# are stable at once; still unstable after this, the transaction is a dead worker's.
+PROBE_S = 1.0
+# The committed offsets once nothing is left open: past this the broker is not answering.
+COMMITTED_TIMEOUT_S = 30.0
 
-Committed = Callable[[list[int]], dict[int, int]]
+Committed = Callable[[list[int], float], dict[int, int]]
 
 
 def take_over(
@@ -48,11 +55,19 @@ def take_over(
     try:
         stable = reader.read_to_stable_end()
         ends = reader.high_watermarks(FENCE_TIMEOUT_S)
-        left_open = {reader.writers.get(p) for p in partitions if stable[p] < ends[p]}
-        for writer in left_open - {None, me}:
+        suspects = {p for p in partitions if stable[p] < ends[p]}
+        offsets: dict[int, int] | None = None
+        try:
+            offsets = committed(partitions, PROBE_S)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+            suspects = set(partitions)  # one of them has offsets in an open transaction
+        for writer in {reader.writers.get(p) for p in suspects} - {None, me}:
             assert writer is not None
             fence(fence_config, writer)
-        offsets = committed(partitions)
+        if offsets is None:
+            offsets = committed(partitions, COMMITTED_TIMEOUT_S)
         if not reader.read_past(reader.high_watermarks(FENCE_TIMEOUT_S), wait_s):
             log.warning(
                 "a transaction is still open on cerebelum.state after %.0f s; going on with "
