@@ -183,20 +183,26 @@ class Cluster:
 
     @staticmethod
     def _owning(workers: list[Proc]) -> bool:
+        """Each worker's last log line about its partitions says "owning" what it is assigned
+        (assignments are incremental: "assigned" lines give the whole set after the change,
+        "revoked" lines what was taken away)."""
         owned: list[set[int]] = []
         for w in workers:
-            last: dict[str, tuple[int, str]] = {}
-            for i, line in enumerate(w.lines()):
+            assigned: frozenset[int] = frozenset()
+            last = None
+            for line in w.lines():
                 m = re.search(r"(assigned|revoked|owning) partitions (\S+)", line)
-                if m:
-                    last[m.group(1)] = (i, m.group(2))
-            if "owning" not in last or "assigned" not in last:
+                if not m:
+                    continue
+                kind, parts = m.group(1), parse_ranges(m.group(2))
+                if kind == "assigned":
+                    assigned = parts
+                elif kind == "revoked":
+                    assigned -= parts
+                last = (kind, parts)
+            if last is None or last[0] != "owning" or last[1] != assigned or not assigned:
                 return False
-            if last["owning"][0] < last["assigned"][0]:
-                return False
-            if "revoked" in last and last["revoked"][0] > last["assigned"][0]:
-                return False
-            owned.append(parse_ranges(last["owning"][1]))
+            owned.append(set(assigned))
         union = set().union(*owned) if owned else set()
         return union == set(range(PARTITIONS)) and sum(len(o) for o in owned) == PARTITIONS
 

@@ -24,6 +24,7 @@ connects in the background, retrying with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -110,7 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool, app.state.client, app.state.cluster = pool, client, inspector
         app.state.directory, app.state.probe = directory, probe
         loop = asyncio.get_running_loop()
-        background = [loop.create_task(_connect(client)), loop.create_task(directory.run())]
+        app.state.first_connect = asyncio.Event()
+        background = [
+            loop.create_task(_connect(client, app.state.first_connect)),
+            loop.create_task(directory.run()),
+        ]
         try:
             yield
         finally:
@@ -129,8 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _connect(client: Client) -> None:
-    """Connect the API's producer, retrying with backoff while Kafka is away."""
+async def _connect(client: Client, first_attempt: asyncio.Event) -> None:
+    """Connect the API's producer, retrying with backoff while Kafka is away. `first_attempt`
+    is set once the first try has ended, either way."""
     delay = CONNECT_RETRY_FIRST_S
     while True:
         try:
@@ -139,8 +145,20 @@ async def _connect(client: Client) -> None:
             return
         except KafkaUnavailable as exc:
             log.warning("api: %s; retrying in %.1f s", exc, delay)
+        finally:
+            first_attempt.set()
         await asyncio.sleep(delay)
         delay = min(delay * 2, CONNECT_RETRY_MAX_S)
+
+
+async def _kafka_ready(request: Request) -> bool:
+    """Whether the API's producer is connected. A command that arrives while the first
+    connection is still being made waits for it (bounded), rather than fail at start-up."""
+    client: Client = request.app.state.client
+    if not client.connected and not request.app.state.first_connect.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(request.app.state.first_connect.wait(), START_TIMEOUT_S)
+    return client.connected
 
 
 # The statuses of the command routes, documented in the OpenAPI.
@@ -173,7 +191,7 @@ def _add_routes(app: FastAPI) -> None:
             return error_response(
                 413, f"command is {size} bytes, over the limit of {MAX_COMMAND_BYTES}"
             )
-        if not client.connected:
+        if not await _kafka_ready(request):
             return _kafka_away(execution_id=execution_id)
         refusal = await check_start(request.app.state.directory, body.workflow)
         if refusal is not None:
@@ -337,8 +355,7 @@ async def _command(
     request: Request, execution_id: str, send: Any, accepted: dict[str, Any]
 ) -> OrjsonResponse:
     """A signal or cancel: refused if it cannot succeed, else 202 once Kafka acknowledged it."""
-    client: Client = request.app.state.client
-    if not client.connected:
+    if not await _kafka_ready(request):
         return _kafka_away()
     refusal = await check_target(request.app.state.pool, request.app.state.probe, execution_id)
     if refusal is not None:

@@ -255,6 +255,43 @@ def write_config(layout: KafkaLayout) -> None:
     layout.log4j_properties.write_text(LOG4J2_TEMPLATE.format(logs=layout.logs))
 
 
+# How Cerebelum wants a broker to behave, beyond where it listens and stores: the same for
+# `cerebelum dev up` and docker-compose.yml (a unit test holds them together).
+CLUSTER_SETTINGS = {
+    # A typo'd topic name must fail, not silently create a 1-partition topic.
+    "auto.create.topics.enable": "false",
+    # Tests start consumers one by one; the default 3 s wait only slows them down.
+    "group.initial.rebalance.delay.ms": "0",
+    # Let workers trade stability for detection speed down to a 1 s session timeout (the
+    # default minimum, 6 s, makes a 3 s timeout fail the join with InvalidSessionTimeout).
+    "group.min.session.timeout.ms": "1000",
+    # The workers' group uses the KIP-848 protocol, whose session timeout and heartbeat are
+    # the broker's: 3 s to detect a dead worker (the defaults, 45 s and 5 s, would make a
+    # failover take most of a minute), heartbeats every second so a survivor hears of its
+    # new partitions within a second of the decision.
+    "group.consumer.session.timeout.ms": "3000",
+    "group.consumer.min.session.timeout.ms": "1000",
+    "group.consumer.heartbeat.interval.ms": "1000",
+    "group.consumer.min.heartbeat.interval.ms": "500",
+    # A dead worker's open transaction blocks the new owners of its partitions until the
+    # coordinator aborts it: check for timed-out transactions every 0.5 s, not every 10 s.
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
+    # KIP-890 produce-time verification answers a produce that races the previous commit's
+    # markers with NOT_ENOUGH_REPLICAS (KAFKA-15459), which the client retries after its
+    # backoff: a latency tail on ~1 transaction in 20. Our clients add partitions explicitly
+    # (AddPartitionsToTxn), which is what the verification double-checks.
+    "transaction.partition.verification.enable": "false",
+    # Topics are declared (topics/topics.json); this only matters for a stray auto-creation.
+    "num.partitions": "1",
+    # One node: the internal topics' defaults (RF 3, min ISR 2) could never be met.
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+}
+
+
 def _server_properties(layout: KafkaLayout) -> str:
     settings = {
         "process.roles": "broker,controller",
@@ -266,36 +303,7 @@ def _server_properties(layout: KafkaLayout) -> str:
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(layout.data),
-        # A typo'd topic name must fail, not silently create a 1-partition topic.
-        "auto.create.topics.enable": "false",
-        # Tests start consumers one by one; the default 3 s wait only slows them down.
-        "group.initial.rebalance.delay.ms": "0",
-        # Let workers trade stability for detection speed down to a 1 s session timeout (the
-        # default minimum, 6 s, makes a 3 s timeout fail the join with InvalidSessionTimeout).
-        "group.min.session.timeout.ms": "1000",
-        # The workers' group uses the KIP-848 protocol, whose session timeout and heartbeat are
-        # the broker's: 3 s to detect a dead worker (the defaults, 45 s and 5 s, would make a
-        # failover take most of a minute), heartbeats every second so a survivor hears of its
-        # new partitions within a second of the decision.
-        "group.consumer.session.timeout.ms": "3000",
-        "group.consumer.min.session.timeout.ms": "1000",
-        "group.consumer.heartbeat.interval.ms": "1000",
-        "group.consumer.min.heartbeat.interval.ms": "500",
-        # A dead worker's open transaction blocks the new owners of its partitions until the
-        # coordinator aborts it: check for timed-out transactions every 0.5 s, not every 10 s.
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
-        # KIP-890 produce-time verification answers a produce that races the previous commit's
-        # markers with NOT_ENOUGH_REPLICAS (KAFKA-15459), which aiokafka retries after 100 ms:
-        # a 100 ms tail on ~1 transaction in 20. Our client adds partitions explicitly
-        # (AddPartitionsToTxn), which is what the verification double-checks.
-        "transaction.partition.verification.enable": "false",
-        "num.partitions": "1",
-        # One node: the internal topics' defaults (RF 3, min ISR 2) could never be met.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        **CLUSTER_SETTINGS,
     }
     lines = ["# Written by cerebelum.dev.kafka on every start; edit the code, not this file."]
     lines += [f"{key}={value}" for key, value in settings.items()]

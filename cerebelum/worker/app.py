@@ -42,6 +42,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import KafkaError, KafkaException
 
+from cerebelum.admin.topics import partition_count_problems
 from cerebelum.admin.workflows import publish_workflows, withdraw_workflows
 from cerebelum.config import Settings
 from cerebelum.constants import (
@@ -237,15 +238,9 @@ class Worker:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        problems = [
-            f"topic {t} is missing (run `cerebelum topics apply`)"
-            if t not in counts
-            else f"topic {t} has {counts[t]} partitions; this cluster is built for {PARTITIONS} "
-            "(execution ids map to partitions by murmur2(id) % "
-            f"{PARTITIONS}: a different count strands executions)"
-            for t in TOPICS
-            if counts.get(t) != PARTITIONS
-        ]
+        problems = [f"topic {t} is missing (run `cerebelum topics apply`)" for t in TOPICS
+                    if t not in counts]  # fmt: skip
+        problems += partition_count_problems(counts)
         if problems:
             raise ClusterMisconfigured("; ".join(problems))
 

@@ -22,7 +22,7 @@ from cerebelum.core import events as ev
 from cerebelum.core.commands import signal_command, start_command
 from cerebelum.core.events import make_event
 from cerebelum.core.ids import home_partition
-from tests.conftest import ROOT, process_env
+from tests.conftest import LOGS, ROOT, Processes, process_env
 from tests.integration.test_verify import commit_past, committed_and_ends, verify_json
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ async def grown_commands(settings: Settings, topics: None) -> AsyncIterator[int]
 
 
 async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported(
-    settings: Settings, grown_commands: int, unique: Callable[[str], str]
+    settings: Settings, grown_commands: int, unique: Callable[[str], str], processes: Processes
 ) -> None:
     since_ms = int(time.time() * 1000) - 1_000
     stranded = unique("stranded")
@@ -122,6 +122,13 @@ async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported
         )  # fmt: skip
     finally:
         await producer.stop()
+
+    # A worker refuses to serve it (before the fix it ran, and partition 64 was owned by none).
+    worker = processes.worker()
+    code = await asyncio.to_thread(worker.wait, 120)
+    log = (LOGS / f"{processes.name}-0-worker.log").read_text()
+    assert code == 1 and "cannot serve this cluster" in log, log[-2000:]
+    assert f"topic {TOPIC_COMMANDS} has {PARTITIONS + 1} partitions" in log
 
     code, out = await cli(settings, "topics", "apply")
     assert code != 0, out
