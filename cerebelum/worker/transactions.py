@@ -4,12 +4,12 @@ A transaction carries the decisions of every owned partition that had input (gro
 across partitions). `commit` runs, in order, in the producer's thread:
 
 1. begin the transaction;
-2. produce its records (events, snapshots, dead letters) to their partitions;
-3. send the input offsets of every partition it writes for, with the consumer's group
+2. send the input offsets of every partition it writes for, with the consumer's group
    metadata (KIP-447): the group coordinator refuses them if this worker is no longer the
    member that owns those partitions (a zombie: paused, cut off), so its transaction can
    only abort; and a new owner's committed-offset fetch (require_stable) waits until a
    transaction holding such offsets has ended, so it never restores around one in flight;
+3. produce its records (events, snapshots, dead letters) to their partitions;
 4. commit.
 
 Failures come back as one of three exceptions: `TransactionAborted` (the transaction was
@@ -147,13 +147,10 @@ class Transactor:
             raise ProducerFenced("the producer is closed")
         try:
             producer.begin_transaction()
-            produce = producer.produce
-            for topic, partition, key, value, headers in records:
-                try:
-                    produce(topic, value, key, partition, headers=headers)
-                except BufferError:  # the local queue is full: let librdkafka send, then retry
-                    producer.flush(CALL_TIMEOUT_S)
-                    produce(topic, value, key, partition, headers=headers)
+            # Offsets first: a zombie's transaction fails here, before it wrote anything; and
+            # the AddOffsetsToTxn round no longer races this transaction's own
+            # AddPartitionsToTxn (CONCURRENT_TRANSACTIONS, whose retry librdkafka fixes at
+            # 20 ms), which measured ~1.5 retried requests per transaction the other way round.
             positions = [TopicPartition(TOPIC_COMMANDS, p, o) for p, o in offsets.items()]
             self._retrying(
                 producer.send_offsets_to_transaction,
@@ -161,6 +158,13 @@ class Transactor:
                 self._group_metadata(),
                 CALL_TIMEOUT_S,
             )
+            produce = producer.produce
+            for topic, partition, key, value, headers in records:
+                try:
+                    produce(topic, value, key, partition, headers=headers)
+                except BufferError:  # the local queue is full: let librdkafka send, then retry
+                    producer.flush(CALL_TIMEOUT_S)
+                    produce(topic, value, key, partition, headers=headers)
             self._maybe_pause()
             self._retrying(producer.commit_transaction, CALL_TIMEOUT_S)
         except KafkaException as exc:
