@@ -105,6 +105,9 @@ RECORD_ERRORS = frozenset(
     }
 )
 TOPICS = (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ)
+# Throughput and batch sizes go to the log this often (when there was work): often enough to
+# watch a load, rarely enough to read.
+REPORT_INTERVAL_S = 10.0
 
 
 class ClusterMisconfigured(CerebelumError):
@@ -144,6 +147,7 @@ class Worker:
         self._setups: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._single = 0  # inputs left to decide one per transaction (after a record error)
+        self.decided = 0  # inputs decided in committed transactions
         # Partitions taken over whose ownership record is not written yet (takeover.py).
         self._announce: dict[int, PartitionState] = {}
         self._draining = False
@@ -160,7 +164,12 @@ class Worker:
         await self._publish_workflows()
         self.consumer.start()
         loop = asyncio.get_running_loop()
-        for coro, name in ((self._commit_loop(), "commit-loop"), (self._timers.run(), "timers")):
+        tasks = (
+            (self._commit_loop(), "commit-loop"),
+            (self._timers.run(), "timers"),
+            (self._report_progress(), "report"),
+        )
+        for coro, name in tasks:
             task = loop.create_task(coro, name=name)
             task.add_done_callback(self._task_ended)
             self._tasks.append(task)
@@ -223,6 +232,21 @@ class Worker:
         if error is not None:
             log.error("the worker's %s task failed: %r", task.get_name(), error)
             self.consumer_failed(error)
+
+    async def _report_progress(self) -> None:
+        """Log throughput and batch sizes every REPORT_INTERVAL_S while there is work."""
+        transactions, decided = self.transactor.transactions, self.decided
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            t, d = self.transactor.transactions - transactions, self.decided - decided
+            transactions, decided = self.transactor.transactions, self.decided
+            if t:
+                log.info(
+                    "%.1f transactions/s, %.1f inputs/s, %.1f inputs per transaction; "
+                    "%d partitions owned, %d queued, %d steps running, %d timers",
+                    t / REPORT_INTERVAL_S, d / REPORT_INTERVAL_S, d / t, len(self.owned),
+                    len(self._queue), self.runner.running, len(self._timers),
+                )  # fmt: skip
 
     async def _check_topics(self) -> None:
         """Wait for the broker (with backoff), then refuse topics that cannot be served."""
@@ -371,10 +395,18 @@ class Worker:
 
     async def _commit_loop(self) -> None:
         failures = 0
+        interval = self.settings.commit_interval_ms / 1000
+        last_start = 0.0
         while True:
             await self._work.wait()
             self._work.clear()
             while self._queue or self._announce:
+                # Group commit over time (Settings.commit_interval_ms): wait for the interval
+                # since the last transaction began, unless a full batch is already waiting.
+                wait = last_start + interval - time.monotonic()
+                if wait > 0 and len(self._queue) < MAX_BATCH:
+                    await asyncio.sleep(wait)
+                last_start = time.monotonic()
                 inputs = self._take(1 if self._single else MAX_BATCH)
                 batch = decide_batch(inputs, self.registry, _now_ms(), PARTITIONS, self._writer)
                 announced = self._add_announcements(batch)
@@ -391,6 +423,7 @@ class Worker:
                     await self._restore(list(batch.partitions.values()))
                     continue
                 failures = 0
+                self.decided += len(inputs)
                 if self._single:
                     self._single -= 1
                 for p in announced:
