@@ -25,11 +25,12 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
+from confluent_kafka import KafkaException
 
-from cerebelum._aiokafka import start_or_stop, stop_quietly
+from cerebelum._aiokafka import start_or_stop
+from cerebelum.client.listener import DeadLetter, Listener
 from cerebelum.config import Settings
 from cerebelum.constants import (
     CMD_CANCEL,
@@ -40,8 +41,6 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_PARTITION,
     PARTITIONS,
     TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
 )
 from cerebelum.core.commands import cancel_command, signal_command, start_command
 from cerebelum.core.events import (
@@ -57,10 +56,6 @@ from cerebelum.errors import CommandRejected, InvalidId, KafkaUnavailable
 # acknowledges in milliseconds and a restarting one is back within seconds, while a person at a
 # terminal or an HTTP caller should hear within a quarter of a minute that Kafka is not there.
 DEFAULT_TIMEOUT_S = 15.0
-# The listener's fetches wait up to this long for data. The broker answers a long poll as soon
-# as a record arrives, so a result is seen no later; an idle client sends two fetches a second
-# instead of hundreds (5 ms waits over 64 partitions burned CPU on an idle cluster for nothing).
-LISTEN_FETCH_WAIT_MS = 500
 # Results (and refusals) that arrive before anyone waits for them are kept, up to this many; so
 # are the positions of the starts this client produced while listening.
 MAX_KEPT = 100_000
@@ -83,8 +78,7 @@ class Client:
         self.settings = settings or Settings.from_env()
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
-        self._listener: AIOKafkaConsumer | None = None
-        self._listen_task: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
         self._waiting: dict[str, asyncio.Future[ExecutionResult]] = {}
         self._finished: dict[str, ExecutionResult | CommandRejected] = {}
         # execution id -> (partition, offset) of the start this client produced while listening:
@@ -134,13 +128,9 @@ class Client:
         self._producer = producer
 
     async def close(self) -> None:
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            await asyncio.gather(self._listen_task, return_exceptions=True)
-            self._listen_task = None
         listener, self._listener = self._listener, None
         if listener is not None:
-            await listener.stop()
+            await asyncio.to_thread(listener.close)
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
@@ -232,32 +222,17 @@ class Client:
 
     async def listen(self) -> None:
         """Follow cerebelum.events and cerebelum.dlq from now on; call before `start` to `wait`
-        without a gap."""
+        without a gap (cerebelum.client.listener)."""
         if self._listener is not None:
             return
-        listener = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=LISTEN_FETCH_WAIT_MS,
-        )
-        tps = [TopicPartition(topic, p) for topic in (TOPIC_EVENTS, TOPIC_DLQ)
-               for p in range(PARTITIONS)]  # fmt: skip
+        listener = Listener(self.settings.kafka_bootstrap, self._event, self._dead_lettered)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
-                await start_or_stop(listener)
-                try:
-                    listener.assign(tps)
-                    await listener.seek_to_end(*tps)
-                    for tp in tps:  # resolve the lazy seek now: nothing committed later is missed
-                        await listener.position(tp)
-                except BaseException:
-                    await stop_quietly(listener)
-                    raise
-        except (KafkaError, OSError, TimeoutError) as exc:
+                await asyncio.to_thread(listener.start, loop, self.timeout)
+        except (KafkaException, TimeoutError) as exc:
             raise self._unavailable("answer", exc) from None
         self._listener = listener
-        self._listen_task = asyncio.get_running_loop().create_task(self._follow())
 
     async def wait(self, execution_id: str, timeout: float | None = 60) -> ExecutionResult:
         """The execution's result once it ends. Needs `listen()` before the start.
@@ -280,25 +255,13 @@ class Client:
                 self._waiting.pop(execution_id, None)
                 self._sent_starts.pop(execution_id, None)
 
-    async def _follow(self) -> None:
-        assert self._listener is not None
-        while True:
-            batches = await self._listener.getmany(timeout_ms=LISTEN_FETCH_WAIT_MS)
-            for tp, records in batches.items():
-                if tp.topic == TOPIC_DLQ:
-                    for r in records:
-                        self._dead_lettered(r)
-                    continue
-                for r in records:
-                    # Cheap pre-filter: only terminal events are decoded.
-                    if b"Execution" not in r.value or b"ExecutionStarted" in r.value:
-                        continue
-                    event = orjson.loads(r.value)
-                    if event["type"] not in TERMINAL_EVENTS:
-                        continue
-                    self._settle(event["execution_id"], _result_of(event))
+    def _event(self, value: bytes) -> None:
+        """A terminal-looking event from the listener (on the loop)."""
+        event = orjson.loads(value)
+        if event["type"] in TERMINAL_EVENTS:
+            self._settle(event["execution_id"], _result_of(event))
 
-    def _dead_lettered(self, record: ConsumerRecord) -> None:
+    def _dead_lettered(self, record: DeadLetter) -> None:
         """A command was dead-lettered: fail the wait on its execution if it was a start."""
         refusal = _refusal(record)
         if refusal is None:
@@ -340,7 +303,7 @@ def _outcome(outcome: ExecutionResult | CommandRejected) -> ExecutionResult:
     return outcome
 
 
-def _refusal(record: ConsumerRecord) -> tuple[str, tuple[int, int] | None, str] | None:
+def _refusal(record: DeadLetter) -> tuple[str, tuple[int, int] | None, str] | None:
     """(execution id, source partition and offset, reason) of a DLQ record that refused a start
     (or a command too broken to tell); None for signals and cancels, which end no execution:
     a refused signal leaves its execution running, and a cancel is refused only once it ended.

@@ -34,9 +34,9 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from cerebelum._librdkafka import take
 from cerebelum.constants import TOPIC_COMMANDS
 from cerebelum.worker.batch import CommandRecord
-from cerebelum.worker.fetching import take
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from cerebelum._librdkafka import take
 from cerebelum.constants import (
     HEADER_STATE_RECOVERY,
     HEADER_STATE_WRITER,
@@ -33,7 +34,6 @@ from cerebelum.constants import (
     TOPIC_STATE,
 )
 from cerebelum.core.state import Execution
-from cerebelum.worker.fetching import take
 
 log = logging.getLogger(__name__)
 
