@@ -47,8 +47,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from cerebelum.admin.topics import apply_topics, load_declarations
 from cerebelum.client import partition_for
+from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
 from cerebelum.core.commands import start_command
+from cerebelum.worker.kafka_config import restore_config
 from cerebelum.worker.ranges import parse_ranges
 from cerebelum.worker.restore import restore_partitions
 
@@ -172,10 +174,17 @@ def settled(workers: list[WorkerProcess]) -> list[frozenset[int]] | None:
         if w.proc.poll() is not None:
             raise RuntimeError(f"worker exited with {w.proc.returncode}; see {w.log}")
         events = w.ownership()
-        assigned = [parts for _, kind, parts in events if kind == "assigned"]
-        if not events or events[-1][1] != "owning" or not assigned or events[-1][2] != assigned[-1]:
+        # Incremental assignment (KIP-848): "assigned X" names the whole assignment after the
+        # change, "revoked Y" takes Y away; the worker has settled once it owns what is left.
+        current: frozenset[int] = frozenset()
+        for _, kind, parts in events:
+            if kind == "assigned":
+                current = parts
+            elif kind == "revoked":
+                current = current - parts
+        if not events or events[-1][1] != "owning" or not current or events[-1][2] != current:
             return None
-        owned.append(events[-1][2])
+        owned.append(current)
     union: set[int] = set()
     for parts in owned:
         if union & parts:
@@ -374,7 +383,11 @@ async def one_run(
         restore_runs = []
         for _ in range(args.restore_runs):
             t = time.monotonic()
-            states = await restore_partitions(args.bootstrap, list(range(PARTITIONS)))
+            states = await asyncio.to_thread(
+                restore_partitions,
+                restore_config(Settings(kafka_bootstrap=args.bootstrap), "failover-bench"),
+                list(range(PARTITIONS)),
+            )
             seconds = time.monotonic() - t
             # A dict of executions per partition, or (lazy restore) an object holding one.
             count = sum(len(getattr(s, "executions", s)) for s in states.values())
@@ -435,7 +448,9 @@ async def one_run(
             "partitions_never_resumed": sorted(victim_parts - set(resume)),
             # From the survivor's log, seconds after the kill.
             "survivor": {
-                "revoked_s": since_kill(revoked),  # it saw the rebalance: detection
+                # It saw the rebalance (detection). Under KIP-848 a survivor keeps its own
+                # partitions (no revocation): detection is then the assignment of new ones.
+                "revoked_s": since_kill(revoked),
                 "assigned_s": since_kill(assigned),  # the rebalance completed
                 "owning_s": since_kill(owning),  # producers started, restore done
                 "restore": restore_in_worker,
@@ -486,7 +501,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "resume_max_s": med([r["resume_s"] and r["resume_s"]["max"] for r in rs]),
                 "resume_median_s": med([r["resume_s"] and r["resume_s"]["median"] for r in rs]),
                 "resume_max_s_all_runs": [r["resume_s"] and r["resume_s"]["max"] for r in rs],
-                "detected_s": med([r["survivor"]["revoked_s"] for r in rs]),
+                "detected_s": med(
+                    [r["survivor"]["revoked_s"] or r["survivor"]["assigned_s"] for r in rs]
+                ),
                 "rebalanced_s": med([r["survivor"]["assigned_s"] for r in rs]),
                 "detection_plus_restore_s": med([r["detection_plus_restore_s"] for r in rs]),
                 "restore_in_worker_s": med(
