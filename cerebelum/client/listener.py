@@ -37,16 +37,15 @@ FETCH_WAIT_MS = 2000
 POLL_S = 0.5
 # Pause before asking again for the offsets of partitions whose leader was not known.
 RETRY_S = 0.2
-# Per-partition answers worth asking again (librdkafka does not flag these as retriable):
-# a topic just created, or a leader moving.
-TRANSIENT = frozenset(
+# Per-partition answers not worth asking again. Anything else (a topic just created, a leader
+# moving or newer than the broker's metadata: NOT_LEADER_FOR_PARTITION, UNKNOWN_LEADER_EPOCH,
+# ...; librdkafka flags few of them retriable) is asked again until the timeout.
+PERMANENT = frozenset(
     {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError.OFFSET_NOT_AVAILABLE,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError._TRANSPORT,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_VERSION,
     }
 )
 
@@ -129,11 +128,13 @@ def _ends(bootstrap: str, timeout: float) -> list[TopicPartition]:
     """The last stable offsets of every partition of both topics. Partitions whose answer is a
     retriable error (a leader moving, a topic just created) are asked again until `timeout`."""
     deadline = time.monotonic() + timeout
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     missing = [TopicPartition(t, p) for t in (TOPIC_EVENTS, TOPIC_DLQ) for p in range(PARTITIONS)]
     ends: list[TopicPartition] = []
     while True:
         left = max(deadline - time.monotonic(), 0.1)
+        # A new client each round: one that was answered from stale metadata may keep asking
+        # the old leader.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
         futures = admin.list_offsets(
             {tp: OffsetSpec.latest() for tp in missing},  # type: ignore[no-untyped-call]
             isolation_level=IsolationLevel.READ_COMMITTED,
@@ -145,7 +146,7 @@ def _ends(bootstrap: str, timeout: float) -> list[TopicPartition]:
                 ends.append(TopicPartition(tp.topic, tp.partition, future.result(left).offset))
             except KafkaException as exc:
                 error = exc.args[0]
-                transient = error.retriable() or error.code() in TRANSIENT
+                transient = not error.fatal() and error.code() not in PERMANENT
                 if not transient or time.monotonic() >= deadline:
                     raise
                 missing.append(tp)
