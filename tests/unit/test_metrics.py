@@ -167,3 +167,26 @@ async def test_the_api_counts_requests_by_route_template_and_status() -> None:
     duration = (("method", "GET"), ("route", "/executions/{execution_id}"))
     assert got[("cerebelum_api_request_duration_seconds_count", duration)] == 1
     assert isinstance(app.state.metrics, ApiMetrics)
+
+
+def test_the_grafana_dashboard_charts_only_metrics_that_exist() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    stats = SimpleNamespace(
+        events_seen=0, events_written=0, batches=0, malformed=0, rejected=0, db_retries=0
+    )
+    exposed = set()
+    for metrics in (WorkerMetrics(), MirrorMetrics(lambda: stats), ApiMetrics()):
+        metrics_text = exposition(metrics.registry).decode()
+        exposed |= {f.name for f in text_string_to_metric_families(metrics_text)}
+    dashboard = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "cerebelum.json"
+    panels = json.loads(dashboard.read_text())["panels"]
+    charted = {
+        re.sub(r"_(bucket|sum|count|total)$", "", name)
+        for panel in panels
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b(?:cerebelum|process)_[a-z_]+", target["expr"])
+    }
+    assert charted and charted <= exposed, charted - exposed
