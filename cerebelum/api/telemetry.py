@@ -51,7 +51,11 @@ def add_metrics(app: FastAPI) -> ApiMetrics:
     metrics = ApiMetrics()
     app.add_middleware(MeasureRequests, metrics=metrics)
 
-    @app.get("/metrics", include_in_schema=True, response_class=Response)
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format.", "content": {"text/plain": {}}}},
+    )
     async def serve_metrics() -> Response:
         """Prometheus metrics (text format)."""
         return Response(exposition(metrics.registry), media_type=CONTENT_TYPE_LATEST)
