@@ -314,7 +314,12 @@ class Mirror:
         events, age_ms = self._pending, 0.0
         for tp in consumer.assignment():
             end = consumer.last_stable_offset(tp)  # None until fetched from
-            unread = max(0, end - await consumer.position(tp)) if end is not None else 0
+            unread = 0
+            if end is not None:  # fetched from, so its position is known: no broker request
+                try:
+                    unread = max(0, end - await asyncio.wait_for(consumer.position(tp), 1.0))
+                except (IllegalStateError, TimeoutError):  # revoked meanwhile, or resetting
+                    continue
             written = self._written.get(tp.partition)
             in_flight = self._fetched.get(tp.partition, 0) > (written[0] if written else 0)
             events += unread
