@@ -534,7 +534,7 @@ class Worker:
             if ps.released:
                 continue  # the new owner re-runs and re-arms from the log
             if isinstance(effect, RunStep):
-                runner.submit(effect, functools.partial(self._report, ps))
+                runner.submit(effect, functools.partial(self._report, ps), ps.partition)
             elif isinstance(effect, ArmTimer):
                 self._timers.arm(ps, effect.fire_at, effect.execution_id, effect.timer_id)
 

@@ -54,10 +54,11 @@ class StepRunner:
         self._closing = False
         self._observe = observe
 
-    def submit(self, effect: RunStep, report: Report) -> None:
+    def submit(self, effect: RunStep, report: Report, partition: int | None = None) -> None:
+        """Run `effect` (on `partition`, named in its log lines) and hand `report` its outcome."""
         if self._closing:
             return
-        task = asyncio.get_running_loop().create_task(self._run(effect, report))
+        task = asyncio.get_running_loop().create_task(self._run(effect, report, partition))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -65,11 +66,12 @@ class StepRunner:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def _run(self, effect: RunStep, report: Report) -> None:
+    async def _run(self, effect: RunStep, report: Report, partition: int | None) -> None:
         # This task's own context: set once, seen by every line logged during the run.
         set_log_context(
-            execution_id=effect.execution_id, workflow=effect.workflow, step=effect.step.name
-        )
+            execution_id=effect.execution_id, workflow=effect.workflow, step=effect.step.name,
+            partition=partition,
+        )  # fmt: skip
         async with self._slots:
             started = time.perf_counter()
             if effect.isolated:
@@ -79,7 +81,7 @@ class StepRunner:
             if self._observe is not None:
                 self._observe(effect.workflow, effect.step.name, time.perf_counter() - started)
         if not outcome.ok:
-            _log_failure(effect, outcome)
+            _log_failure(effect, outcome, partition)
         report(outcome)
 
     async def drain(self, timeout: float) -> None:
@@ -135,13 +137,16 @@ def check_result(value: Any) -> None:
         raise LimitExceeded("step result", size, MAX_RESULT_BYTES)
 
 
-def _log_failure(effect: RunStep, outcome: StepOutcome) -> None:
-    """One line per failed run (in the run's log context), with its traceback (as
-    `exc_info` would add it, from the text the outcome carries)."""
+def _log_failure(effect: RunStep, outcome: StepOutcome, partition: int | None) -> None:
+    """One line per failed run, naming its execution, workflow, step and partition, with its
+    traceback (where `exc_info` would put one, from the text the outcome carries)."""
     error = outcome.error or {}
+    context = {"execution_id": effect.execution_id, "workflow": effect.workflow,
+               "step": effect.step.name, "partition": partition}  # fmt: skip
+    if outcome.traceback:
+        context["traceback"] = outcome.traceback
     log.warning(
         "step %s of %s (%s, attempt %d) failed: %s: %s",
         effect.step.name, effect.execution_id, effect.workflow, effect.attempt,
-        error.get("type", "Error"), error.get("message", ""),
-        extra={"traceback": outcome.traceback} if outcome.traceback else None,
+        error.get("type", "Error"), error.get("message", ""), extra=context,
     )  # fmt: skip
