@@ -112,13 +112,18 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+# The counted types, and those of them labelled by step: sets, for the cheapest test per event
+# (most events, StepScheduled and StepCompleted, are not counted).
+_COUNTED = frozenset(EVENT_COUNTERS)
+_BY_STEP = frozenset(kind for kind, (_, _, by_step) in EVENT_COUNTERS.items() if by_step)
+
+
 def count_events(tally: Tally, events: Iterable[Mapping[str, Any]], workflow: str) -> None:
     """Add the counted types among `events` (one execution's) to `tally`."""
     for event in events:
         kind = event["type"]
-        counted = EVENT_COUNTERS.get(kind)
-        if counted is not None:
-            key = (kind, workflow, event.get("step", "") if counted[2] else "")
+        if kind in _COUNTED:
+            key = (kind, workflow, event["step"] if kind in _BY_STEP else "")
             tally[key] = tally.get(key, 0) + 1
 
 
