@@ -110,7 +110,13 @@ async def test_worker_and_mirror_report_health_metrics_json_logs_and_tracebacks(
     assert got[("cerebelum_step_retries_total", flaky)] >= 3  # 4 attempts
     assert got[("cerebelum_step_failures_total", flaky)] >= 4
     assert got[("cerebelum_step_duration_seconds_count", (("step", "step1"), ("workflow", "w3")))]
-    assert any(name == "cerebelum_consumer_lag" for name, _ in got)
+
+    async def lag_known() -> bool:  # end offsets are copied every 5 s (ENDS_REFRESH_S)
+        got = await scrape(worker_port)
+        lags = [v for (name, _), v in got.items() if name == "cerebelum_consumer_lag"]
+        return len(lags) > 0 and all(v >= 0 for v in lags)
+
+    await until(lag_known, 15, "the worker's consumer lag never showed")
 
     # Each StepFailed event carries its traceback: the step's own frame and its error.
     events = (await events_since(settings, since, {failing}))[failing]
