@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cerebelum.telemetry.logs import LOG_FORMATS, TEXT
+
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://cerebelum@127.0.0.1:15432/cerebelum"
 
@@ -47,6 +49,15 @@ class Settings:
     commit_interval_ms: int = 10
     # Steps running at once per worker; beyond it new step effects queue.
     max_concurrent_steps: int = 1_000
+    # "text" (for people) or "json" (one object per line, for log collectors).
+    log_format: str = TEXT
+    # The worker's and the mirror's own HTTP endpoint (/metrics, /healthz, /readyz): None
+    # (unset) serves none, so several workers on one machine never collide by default; 0 lets
+    # the system pick a free port (logged at start); any other number is that port.
+    worker_http_port: int | None = None
+    mirror_http_port: int | None = None
+    # The address those endpoints listen on: loopback unless a scraper elsewhere needs them.
+    http_host: str = "127.0.0.1"
     # Tests only (fault injection): a worker that finds this file between a transaction's
     # offsets and its commit deletes it and stops itself (SIGSTOP), to be a zombie on cue.
     fault_pause_before_commit: str | None = None
@@ -79,4 +90,26 @@ class Settings:
             max_concurrent_steps=int(
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
             ),
+            log_format=_log_format(env.get("CEREBELUM_LOG_FORMAT") or defaults.log_format),
+            worker_http_port=_port(env, "CEREBELUM_WORKER_HTTP_PORT"),
+            mirror_http_port=_port(env, "CEREBELUM_MIRROR_HTTP_PORT"),
+            http_host=env.get("CEREBELUM_HTTP_HOST") or defaults.http_host,
         )
+
+
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"CEREBELUM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """A port from the environment: unset or empty is None (no endpoint), 0 any free port."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    port = int(raw)
+    if not 0 <= port <= 65_535:
+        raise ValueError(f"{name} must be a port number (0-65535), not {raw}")
+    return port

@@ -7,6 +7,7 @@
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)
     GET  /executions                newest first (?status=&workflow=&limit=)
     GET  /healthz                   {"status", "kafka", "database"}
+    GET  /metrics                   Prometheus metrics (requests by route and status, latency)
     GET  /cluster                   workers, the partitions each owns, lag, live executions
 
 Every error is one JSON object, {"error": "<one line>", ...fields}: 400 for a body that is not
@@ -49,6 +50,7 @@ from cerebelum.api.errors import (
     error_response,
     install_error_handlers,
 )
+from cerebelum.api.telemetry import add_metrics
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse)
     install_error_handlers(app)
+    app.state.metrics = add_metrics(app)
     _add_routes(app)
     return app
 

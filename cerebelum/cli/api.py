@@ -9,6 +9,7 @@ import uvicorn
 
 from cerebelum.api import create_app
 from cerebelum.config import Settings
+from cerebelum.telemetry.logs import JSON
 
 
 def register(subparsers: Any) -> None:
@@ -20,8 +21,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = create_app(Settings.from_env())
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level)
+    settings = Settings.from_env()
+    app = create_app(settings)
+    # In JSON, uvicorn's own loggers (start-up, access lines) go through the root logger's
+    # JSON handler (cerebelum.telemetry.logs) instead of uvicorn's text handlers.
+    log_config = None if settings.log_format == JSON else uvicorn.config.LOGGING_CONFIG
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config
+    )
     server = uvicorn.Server(config)
     server.run()
     # uvicorn sets `started` once listening; a lifespan failure (no database) never gets there.

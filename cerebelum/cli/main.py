@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
+
+from cerebelum.config import Settings
+from cerebelum.telemetry.logs import configure_logging
 
 # Sub-command modules, in the order `--help` lists them.
 COMMANDS = (
@@ -45,11 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        log_format = Settings.from_env().log_format
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(log_format, args.verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

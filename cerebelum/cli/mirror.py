@@ -15,6 +15,7 @@ from cerebelum.constants import MIRROR_GROUP
 from cerebelum.db import migrate
 from cerebelum.mirror import Mirror
 from cerebelum.mirror.faults import is_retried
+from cerebelum.telemetry.http import start_ops_server
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,20 @@ async def _mirror(settings: Settings, group: str, writers: int, run_migrations: 
     # Installed first, so SIGTERM also ends the wait for a database or broker not up yet.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, mirror.request_stop)
+    ops = None
+    if settings.mirror_http_port is not None:  # /healthz answers while it waits for services
+        ops = await start_ops_server(
+            "mirror", settings.http_host, settings.mirror_http_port,
+            mirror.metrics.registry, mirror.alive, mirror.ready,
+        )  # fmt: skip
+    try:
+        await _serve(settings, mirror, run_migrations)
+    finally:
+        if ops is not None:
+            await ops.close()
+
+
+async def _serve(settings: Settings, mirror: Mirror, run_migrations: bool) -> None:
     if run_migrations:
         applied = await until_ready(
             "mirror: PostgreSQL (to apply migrations)",

@@ -11,9 +11,13 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from cerebelum.config import Settings
 from cerebelum.core.workflow import Registry
+
+if TYPE_CHECKING:
+    from cerebelum.worker.app import Worker
 
 log = logging.getLogger("cerebelum.worker")
 
@@ -80,9 +84,26 @@ async def serve(settings: Settings, registry: Registry) -> bool:
     # alive at start-up.
     gc.set_threshold(50_000, 20, 100)
     gc.freeze()
-    from cerebelum.worker.app import ClusterMisconfigured, Worker
+    from cerebelum.telemetry.http import start_ops_server
+    from cerebelum.worker.app import Worker
 
     worker = Worker(settings, registry)
+    ops = None
+    if settings.worker_http_port is not None:  # before start(): /healthz answers while it waits
+        ops = await start_ops_server(
+            "worker", settings.http_host, settings.worker_http_port,
+            worker.metrics.registry, worker.alive, worker.ready,
+        )  # fmt: skip
+    try:
+        return await _run(worker)
+    finally:
+        if ops is not None:
+            await ops.close()
+
+
+async def _run(worker: Worker) -> bool:
+    from cerebelum.worker.app import ClusterMisconfigured
+
     try:
         await worker.start()
     except ClusterMisconfigured as exc:

@@ -35,9 +35,11 @@ class StartExecution:
 
 
 class StepOutcome:
-    """What a step run returned or raised, reported back by the worker's step runner."""
+    """What a step run returned or raised, reported back by the worker's step runner.
+    `traceback`: the formatted traceback of what it raised, already bounded
+    (core.events.traceback_text), recorded on its StepFailed event."""
 
-    __slots__ = ("execution_id", "step", "token", "ok", "value", "error")
+    __slots__ = ("execution_id", "step", "token", "ok", "value", "error", "traceback")
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class StepOutcome:
         ok: bool,
         value: Any = None,
         error: dict[str, Any] | None = None,
+        traceback: str | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.step = step
@@ -54,6 +57,7 @@ class StepOutcome:
         self.ok = ok
         self.value = value
         self.error = error
+        self.traceback = traceback
 
 
 class SendSignal:

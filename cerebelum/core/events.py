@@ -9,7 +9,9 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
     ExecutionStarted    workflow, workflow_version, inputs
     StepScheduled       step, node (index in the timeline), attempt
     StepCompleted       step, attempt, result [, signal]  (a signal wait completes with its payload)
-    StepFailed          step, attempt, error {type, types, message}
+    StepFailed          step, attempt, error {type, types, message} [, traceback]
+                        (the step's traceback, innermost frames kept, at most
+                        MAX_TRACEBACK_BYTES; absent when there is none, e.g. a timeout)
     StepRetryScheduled  step, attempt (the next one), timer_id, fire_at, delay_ms
     StepRescheduled     step, attempt (the next one), reason, redispatch (how many times so far)
                         a step in flight when its partition changed owner runs again
@@ -28,9 +30,15 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
 
 from __future__ import annotations
 
+import traceback as _traceback
 from typing import Any
 
 from cerebelum.constants import EVENT_SCHEMA
+
+# A StepFailed event carries at most this much of its step's traceback: enough for the frames
+# that matter (the innermost), small beside the 4 MiB record limit even when a step fails
+# thousands of times, and readable in the history.
+MAX_TRACEBACK_BYTES = 4 * 1024
 
 EXECUTION_STARTED = "ExecutionStarted"
 STEP_SCHEDULED = "StepScheduled"
@@ -108,3 +116,37 @@ def cancelled_error(reason: str) -> dict[str, Any]:
 def exception_info(exc: BaseException) -> dict[str, Any]:
     types = [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)]
     return error_info(type(exc).__name__, str(exc), types=types)
+
+
+def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK_BYTES) -> str:
+    """`exc`'s formatted traceback, cut to `limit` bytes (UTF-8) at line boundaries: the first
+    line and the innermost frames (the end, where the error was raised) are kept."""
+    text = "".join(_traceback.format_exception(exc))
+    return truncate_traceback(text, limit)
+
+
+def truncate_traceback(text: str, limit: int = MAX_TRACEBACK_BYTES) -> str:
+    """`text` if it fits in `limit` bytes, else its first line, a marker naming how much was
+    cut, and as many of its last lines as fit (a single last line too long is cut from its
+    start)."""
+    if len(text.encode()) <= limit:
+        return text
+    lines = text.splitlines(keepends=True)
+    head = lines[0] if len(lines[0].encode()) <= limit // 4 else ""
+    marker = "  ... ({} bytes cut) ...\n"
+    budget = limit - len(head.encode()) - len(marker.format(len(text.encode())).encode())
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines[1:] if head else lines):
+        n = len(line.encode())
+        if size + n > budget:
+            if not kept:  # one huge last line (a long message): keep its end
+                tail = line.encode()[-budget:].decode(errors="ignore") if budget > 0 else ""
+                kept.append(tail)
+                size += len(tail.encode())
+            break
+        kept.append(line)
+        size += n
+    body = "".join(reversed(kept))
+    cut = len(text.encode()) - len(head.encode()) - len(body.encode())
+    return head + marker.format(cut) + body

@@ -60,9 +60,10 @@ ISOLATE_AFTER_REDISPATCHES = 2
 class RunStep:
     """Effect: run `step` with `kwargs` (within `step.timeout`) and report a StepOutcome
     carrying `token`, the version of the StepScheduled event this run answers. `isolated`: run
-    it in a child process (see ISOLATE_AFTER_REDISPATCHES)."""
+    it in a child process (see ISOLATE_AFTER_REDISPATCHES). `workflow` names the execution's
+    workflow (for the worker's logs and metrics: a step may belong to several)."""
 
-    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs", "isolated")
+    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs", "isolated", "workflow")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class RunStep:
         token: int,
         kwargs: dict[str, Any],
         isolated: bool = False,
+        workflow: str = "",
     ) -> None:
         self.execution_id = execution_id
         self.step = step
@@ -79,6 +81,7 @@ class RunStep:
         self.token = token
         self.kwargs = kwargs
         self.isolated = isolated
+        self.workflow = workflow
 
     def __repr__(self) -> str:
         isolated = ", isolated" if self.isolated else ""
@@ -277,7 +280,9 @@ class _Decider:
             self.after_completed(out.step, attempt)
         else:
             error = out.error or error_info("Error", "step failed")
-            self.record(ev.STEP_FAILED, step=out.step, attempt=attempt, error=error)
+            # Optional, absent when empty: histories recorded before it read the same.
+            extra = {"traceback": out.traceback} if out.traceback else {}
+            self.record(ev.STEP_FAILED, step=out.step, attempt=attempt, error=error, **extra)
             self.after_failed(out.step, attempt, error)
 
     def after_completed(self, name: str, attempt: int) -> None:
@@ -452,4 +457,4 @@ def run_step_effect(state: Execution, wf: Workflow, step: Step) -> RunStep:
         else:
             kwargs[p] = state.results.get(p)
     isolated = state.redispatches.get(step.name, 0) >= ISOLATE_AFTER_REDISPATCHES
-    return RunStep(state.id, step, attempt, state.running[step.name], kwargs, isolated)
+    return RunStep(state.id, step, attempt, state.running[step.name], kwargs, isolated, wf.name)

@@ -24,6 +24,13 @@ line per attempt, until they answer or `request_stop()` is called.
 Pipelining: step 4 of one batch overlaps steps 1 to 3 of the next. With `writers` > 1 the batch is
 split by Kafka partition (an execution lives on one partition) and the shards are written on
 separate connections at once; each shard's batches still commit in order.
+
+Telemetry (`self.metrics`): MirrorStats read when scraped, a histogram of the database
+transactions, and the lag, measured every LAG_REFRESH_S from what the consumer already knows
+(the end offsets of its last fetches, no request to the broker): per partition, the events past
+the last offset written to PostgreSQL, and, while behind, the age of the last event written
+(its Kafka timestamp). `alive()` and `ready()` answer /healthz and /readyz: ready while it
+consumes and PostgreSQL answers.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from cerebelum.db import connect_pool
 from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
 from cerebelum.mirror.fold import EventRow, MalformedEvent, decode_event, sort_and_dedupe
 from cerebelum.mirror.store import record_reject, write_batch
+from cerebelum.telemetry.metrics import MirrorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,15 @@ LINGER_BELOW = 1_000
 REPORT_INTERVAL_S = 10.0
 # Malformed records are logged one by one up to this many, then only counted.
 MAX_LOGGED_MALFORMED = 100
+# The lag metric is measured this often: fresh enough to watch, and it costs a look at 64
+# partitions' cached end offsets.
+LAG_REFRESH_S = 5.0
+# /readyz: the loop fetches at least every FETCH_TIMEOUT_MS; one that has not for this long is
+# stuck. A write that succeeded this recently proves PostgreSQL reachable without asking it.
+STALLED_S = 30.0
+DB_RECENT_S = 10.0
+# /readyz asks PostgreSQL (SELECT 1) for at most this long when no write proved it reachable.
+DB_PROBE_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -98,6 +115,8 @@ class Shard:
     rows: list[EventRow]
     offsets: dict[TopicPartition, int]  # next offset to read, per partition
     records: int  # records (valid or not) covered, for the pending count
+    # Partition -> the Kafka timestamp (ms) of its last record in the shard (the lag's age).
+    times: dict[int, int] = field(default_factory=dict)
 
 
 class Mirror:
@@ -133,6 +152,13 @@ class Mirror:
         self._pending = 0  # records fetched whose batch is not yet committed to PostgreSQL
         self._stopping = asyncio.Event()
         self._run_done: asyncio.Event | None = None
+        self.metrics = MirrorMetrics(lambda: self.stats)
+        # Partition -> (next offset, Kafka timestamp in ms of the last record) written to
+        # PostgreSQL, for partitions owned now.
+        self._written: dict[int, tuple[int, int]] = {}
+        self._fetched: dict[int, int] = {}  # partition -> next offset handed to a writer
+        self._last_fetch = 0.0  # monotonic time of the last getmany() that returned
+        self._last_write = 0.0  # monotonic time of the last batch PostgreSQL took
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -210,11 +236,16 @@ class Mirror:
         assert self._consumer is not None, "call start() first"
         self._run_done = asyncio.Event()
         next_report = time.monotonic() + self.report_interval_s
+        next_lag = 0.0
         try:
             while not self._stopping.is_set():
                 fetched = await self._consumer.getmany(
                     timeout_ms=self.fetch_timeout_ms, max_records=self.max_records
                 )
+                self._last_fetch = time.monotonic()
+                if self._last_fetch >= next_lag:
+                    next_lag = self._last_fetch + LAG_REFRESH_S
+                    await self._measure_lag()
                 if fetched:
                     await self._dispatch(fetched)
                     if sum(map(len, fetched.values())) < LINGER_BELOW:
@@ -270,6 +301,60 @@ class Mirror:
             behind += max(0, ends[tp] - position)
         return behind + self._pending
 
+    async def _measure_lag(self) -> None:
+        """Set the lag metrics from the consumer's cached end offsets (see the docstring):
+        events not read yet (end minus position) and read but not yet in PostgreSQL; and,
+        over the partitions that have either, the age of the last event written from them
+        (or the mirror's uptime, if it has written none yet)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now_ms = time.time() * 1000
+        started_ms = now_ms - (time.monotonic() - self.stats.started) * 1000
+        events, age_ms = self._pending, 0.0
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)  # None until fetched from
+            unread = 0
+            if end is not None:  # fetched from, so its position is known: no broker request
+                try:
+                    unread = max(0, end - await asyncio.wait_for(consumer.position(tp), 1.0))
+                except (IllegalStateError, TimeoutError):  # revoked meanwhile, or resetting
+                    continue
+            written = self._written.get(tp.partition)
+            in_flight = self._fetched.get(tp.partition, 0) > (written[0] if written else 0)
+            events += unread
+            if unread or in_flight:
+                newest = written[1] if written is not None else started_ms
+                age_ms = max(age_ms, now_ms - newest)
+        self.metrics.lag_events = events
+        self.metrics.lag_seconds = age_ms / 1000
+
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        """Partitions moved to another mirror: their lag is its to report."""
+        for tp in revoked:
+            self._written.pop(tp.partition, None)
+            self._fetched.pop(tp.partition, None)
+
+    async def alive(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: answering proves the loop runs."""
+        return True, {"stopping": self._stopping.is_set()}
+
+    async def ready(self) -> tuple[bool, dict[str, object]]:
+        """/readyz: consuming (fetched recently) and PostgreSQL reachable."""
+        running = self._run_done is not None and not self._run_done.is_set()
+        consuming = running and time.monotonic() - self._last_fetch < STALLED_S
+        database = time.monotonic() - self._last_write < DB_RECENT_S or await self._db_answers()
+        return consuming and database, {"consuming": consuming, "database": database}
+
+    async def _db_answers(self) -> bool:
+        pool = self._pool
+        if pool is None:
+            return False
+        try:
+            return bool(await asyncio.wait_for(pool.fetchval("SELECT 1"), DB_PROBE_TIMEOUT_S))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
     # -- the pipeline ------------------------------------------------------------------------
 
     async def _dispatch(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -304,7 +389,8 @@ class Mirror:
                 if row.schema > EVENT_SCHEMA:
                     self.stats.newer_schema += 1  # stored as is; only the fold may miss fields
                 shard.rows.append(row)
-            shard.offsets[tp] = records[-1].offset + 1
+            shard.offsets[tp] = self._fetched[tp.partition] = records[-1].offset + 1
+            shard.times[tp.partition] = records[-1].timestamp
             shard.records += len(records)
         for shard in shards:
             if shard is not None:
@@ -320,6 +406,9 @@ class Mirror:
             self._pending -= shard.records
         self.stats.batches += 1
         self.stats.events_seen += len(shard.rows)
+        self._last_write = time.monotonic()
+        for tp, offset in shard.offsets.items():
+            self._written[tp.partition] = (offset, shard.times[tp.partition])
         await self._commit(shard.offsets)
 
     async def _write(self, rows: Sequence[EventRow]) -> None:
@@ -332,8 +421,10 @@ class Mirror:
         """
 
         async def write(conn: asyncpg.Connection) -> None:
+            started = time.perf_counter()
             # Not `+= await ...`: that reads the counter before the await and loses updates.
             written = await write_batch(conn, rows)
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
             self.stats.events_written += written
 
         refusal = await self._retrying(write)
@@ -467,6 +558,7 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self.mirror.drain()
+        self.mirror.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("mirror: assigned %d partitions of %s", len(assigned), TOPIC_EVENTS)

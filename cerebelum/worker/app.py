@@ -26,6 +26,11 @@ The commit loop, one turn:
 Releasing partitions (revoked by the group): they stop being owned at once (queued inputs, step
 outcomes and timers of theirs are dropped from then on), and the revocation completes only
 after the transaction in flight has ended, so nothing is written for them once they move.
+
+Telemetry (`self.metrics`, cerebelum.telemetry.metrics): each committed transaction adds its
+batch's tallies, once; everything else is read when scraped. `alive()` and `ready()` answer
+/healthz and /readyz: ready once the member has joined the group and restored every partition
+the group gave it (a member given none is ready too: it is idle, waiting for work).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDu
 from cerebelum.core.machine import ArmTimer, RunStep
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import CerebelumError, KafkaUnavailable
+from cerebelum.telemetry.metrics import WorkerMetrics
 from cerebelum.worker import kafka_config
 from cerebelum.worker.batch import (
     Batch,
@@ -136,8 +142,14 @@ class Worker:
         self._writer = self._transactional_id.encode()  # on each snapshot: who wrote it
         self._owner_record = orjson.dumps({"writer": self._transactional_id})
         self._owner_headers: Headers = [(HEADER_STATE_WRITER, self._writer)]
-        self.runner = StepRunner(settings.max_concurrent_steps)
         self.owned: dict[int, PartitionState] = {}
+        self.metrics = WorkerMetrics(
+            owned_partitions=lambda: len(self.owned),
+            consumer_lag=self.consumer_lag,
+            inputs_queued=lambda: len(self._queue),
+            steps_running=lambda: self.runner.running,
+        )
+        self.runner = StepRunner(settings.max_concurrent_steps, observe=self.metrics.step_ran)
         self._assigned: set[int] = set()  # by the group; owned once restored
         self._queue: deque[tuple[PartitionState, Input]] = deque()
         self._paused: set[int] = set()  # partitions paused for backlog
@@ -151,6 +163,7 @@ class Worker:
         # Partitions taken over whose ownership record is not written yet (takeover.py).
         self._announce: dict[int, PartitionState] = {}
         self._draining = False
+        self._started = False
         self._stopped = asyncio.Event()
         self.fatal = asyncio.Event()
         self.failed: BaseException | None = None
@@ -173,6 +186,7 @@ class Worker:
             task = loop.create_task(coro, name=name)
             task.add_done_callback(self._task_ended)
             self._tasks.append(task)
+        self._started = True
         log.info(
             "worker %s started; workflows: %s", self.worker_id, ", ".join(self.registry.names())
         )
@@ -198,6 +212,33 @@ class Worker:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    # -- telemetry (on the loop) -------------------------------------------------------------
+
+    async def alive(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: answering proves the loop runs; a fatal error means it is going down."""
+        return not self.fatal.is_set(), {"worker": self.worker_id}
+
+    async def ready(self) -> tuple[bool, dict[str, object]]:
+        """/readyz: a member of the group that serves every partition it was given."""
+        restoring = self._assigned - set(self.owned)
+        ok = (
+            self._started and self.consumer.joined and not restoring
+            and not self._draining and not self.fatal.is_set()
+        )  # fmt: skip
+        return ok, {
+            "worker": self.worker_id,
+            "joined": self.consumer.joined,
+            "owned_partitions": len(self.owned),
+            "restoring_partitions": len(restoring),
+            "stopping": self._draining,
+        }
+
+    def consumer_lag(self) -> dict[int, int]:
+        """Owned partition -> commands not yet decided in a committed transaction (from the
+        consumer's cached end offsets, ENDS_REFRESH_S old at most)."""
+        ends = self.consumer.ends
+        return {p: max(0, ends[p] - ps.committed) for p, ps in self.owned.items() if p in ends}
 
     async def _settle(self, timeout: float) -> None:
         """Wait until nothing is queued or committing (the last outcomes are recorded)."""
@@ -272,6 +313,7 @@ class Worker:
 
     def assigned(self, partitions: list[int]) -> None:
         self._assigned.update(partitions)
+        self.metrics.rebalanced("assigned")
         log.info(
             "assigned partitions %s (new: %s)",
             format_ranges(self._assigned),
@@ -283,6 +325,7 @@ class Worker:
 
     async def released(self, partitions: list[int], lost: bool) -> None:
         self._assigned.difference_update(partitions)
+        self.metrics.rebalanced("lost" if lost else "revoked")
         self._paused.difference_update(partitions)
         for p in partitions:
             ps = self.owned.pop(p, None)
@@ -294,8 +337,8 @@ class Worker:
                 log.warning(
                     "partition %d: fenced (this worker's membership expired: it was paused or "
                     "cut off), so it writes nothing more for it; its new owner carries on",
-                    p,
-                )
+                    p, extra={"partition": p},
+                )  # fmt: skip
         log.info("%s partitions %s", "lost" if lost else "revoked", format_ranges(partitions))
         if not lost and self._committing is not None:
             # The transaction in flight may write for these partitions: it ends first.
@@ -337,6 +380,7 @@ class Worker:
 
     async def _take_over(self, partitions: list[int], seek: bool = False) -> None:
         delay = 1.0
+        started = time.monotonic()
         while True:
             parts = [p for p in partitions if p in self._assigned and p not in self.owned]
             if not parts:
@@ -364,6 +408,7 @@ class Worker:
         for p in parts:
             if p in self._assigned and p not in self.owned:  # not revoked meanwhile
                 self._own(p, restored[p], committed[p], seek)
+        self.metrics.restore_seconds.observe(time.monotonic() - started)
         log.info("owning partitions %s", format_ranges(self.owned))
 
     def _own(self, p: int, restored: RestoredPartition, offset: int, seek: bool) -> None:
@@ -465,11 +510,18 @@ class Worker:
         if not batch.needs_transaction:
             return
         self._committing = asyncio.get_running_loop().create_future()
+        started = time.perf_counter()
         try:
             await self.transactor.commit(batch.records, batch.offsets)
+        except Exception:
+            self.metrics.transaction_failures += 1
+            raise
         finally:
             self._committing.set_result(None)
             self._committing = None
+        self.metrics.committed(len(batch.inputs), time.perf_counter() - started, batch.recorded)
+        if batch.dead_letters:
+            self.metrics.dead_lettered(batch.dead_letters)
 
     def _install(self, batch: Batch) -> None:
         for ps, execution_id, state in batch.installs:
@@ -482,7 +534,7 @@ class Worker:
             if ps.released:
                 continue  # the new owner re-runs and re-arms from the log
             if isinstance(effect, RunStep):
-                runner.submit(effect, functools.partial(self._report, ps))
+                runner.submit(effect, functools.partial(self._report, ps), ps.partition)
             elif isinstance(effect, ArmTimer):
                 self._timers.arm(ps, effect.fire_at, effect.execution_id, effect.timer_id)
 
@@ -529,6 +581,7 @@ class Worker:
                 batch.inputs,
                 records=[dead],
                 offsets={ps.partition: item.offset + 1},
+                dead_letters={"unrecordable": 1},
                 partitions={ps.partition: ps},
             )
         else:
@@ -537,7 +590,10 @@ class Worker:
             quarantined = decide_batch(
                 [(ps, failure)], self.registry, _now_ms(), PARTITIONS, self._writer
             )
-        log.error("partition %d: quarantining %r: %s", ps.partition, item, error)
+        log.error(
+            "partition %d: quarantining %r: %s", ps.partition, item, error,
+            extra={"partition": ps.partition, "execution_id": getattr(item, "execution_id", None)},
+        )  # fmt: skip
         try:
             await self._commit(quarantined)
         except Exception:

@@ -14,6 +14,13 @@ What an input can do:
   to the DLQ as an internal error; a step outcome, timer or recovery fails its execution with
   an InternalError, so the execution ends loudly instead of hanging;
 - a state that grew past MAX_SNAPSHOT_BYTES, or cannot be encoded, fails its execution.
+
+The batch also tallies what it records, for the worker's metrics once it is committed: the
+counted event types by workflow (and step), and its dead letters by kind of reason (a bounded
+set of labels, unlike the reasons themselves): `invalid` (cannot be read), `too_large`,
+`off_home` (wrong key or partition), `unknown_workflow`, `refused` (a signal or cancel for an
+execution that does not exist or has ended), `internal_error`, and, from the worker,
+`unrecordable` (Kafka refused to record it).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from cerebelum.core.ids import home_partition
 from cerebelum.core.machine import Effect, decide
 from cerebelum.core.state import Execution
 from cerebelum.core.workflow import Registry
-from cerebelum.errors import InvalidCommand
+from cerebelum.errors import InvalidCommand, LimitExceeded, UnknownWorkflow
+from cerebelum.telemetry.metrics import Tally, count_events
 from cerebelum.worker.partition import PartitionState
 from cerebelum.worker.restore import RUNNING, recovery_header
 
@@ -89,7 +97,8 @@ class Batch:
     # The new committed form of each changed execution (decoded if running, else its snapshot).
     installs: list[tuple[PartitionState, str, Execution | bytes]] = field(default_factory=list)
     effects: list[tuple[PartitionState, Effect]] = field(default_factory=list)
-    dead_letters: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # kind of reason -> how many
+    recorded: Tally = field(default_factory=dict)  # counted events (telemetry.metrics)
     partitions: dict[int, PartitionState] = field(default_factory=dict)
 
     @property
@@ -119,9 +128,12 @@ def decide_batch(
             batch.offsets[p] = item.offset + 1
             try:
                 command: Any = parse_command(item.value)
-                _check_home(item, command.execution_id, partitions)
             except InvalidCommand as exc:
-                _dead_letter(batch, item, exc.reason, exc.execution_id)
+                _dead_letter(batch, item, exc.reason, exc.execution_id, _kind(exc, "invalid"))
+                continue
+            off_home = _home_problem(item, command.execution_id, partitions)
+            if off_home is not None:
+                _dead_letter(batch, item, off_home, command.execution_id, "off_home")
                 continue
         else:
             command = item
@@ -132,13 +144,17 @@ def decide_batch(
             encoded = [dumps(e) for e in events]
         except InvalidCommand as exc:
             if isinstance(item, CommandRecord):
-                _dead_letter(batch, item, exc.reason, command.execution_id)
+                kind = _kind(exc, "refused")
+                _dead_letter(batch, item, exc.reason, command.execution_id, kind)
             continue
         except Exception as exc:  # a bug costs this input, never the batch
-            log.exception("partition %d: deciding %r failed", p, command)
+            log.exception(
+                "partition %d: deciding %r failed", p, command,
+                extra={"partition": p, "execution_id": command.execution_id},
+            )  # fmt: skip
             reason = f"internal error: {type(exc).__name__}: {exc}"
             if isinstance(item, CommandRecord):
-                _dead_letter(batch, item, reason, command.execution_id)
+                _dead_letter(batch, item, reason, command.execution_id, "internal_error")
                 continue
             if current is None:
                 continue
@@ -148,6 +164,7 @@ def decide_batch(
             working[key] = (ps, state)
             eid = state.id.encode()
             batch.records.extend(Record(TOPIC_EVENTS, p, eid, v, None) for v in encoded)
+            count_events(batch.recorded, events, state.workflow)
         batch.effects.extend((ps, effect) for effect in effects)
     for ps, state in working.values():
         _snapshot(batch, ps, state, now, registry, writer)
@@ -156,20 +173,28 @@ def decide_batch(
     return batch
 
 
-def _check_home(record: CommandRecord, execution_id: str, partitions: int) -> None:
-    """A command must be keyed by its execution id and sit on the id's home partition."""
+def _home_problem(record: CommandRecord, execution_id: str, partitions: int) -> str | None:
+    """Why the command is not at home, or None: a command must be keyed by its execution id
+    and sit on the id's home partition."""
     if record.key != execution_id.encode():
         got = "no key" if record.key is None else f"key {record.key[:100]!r}"
-        raise InvalidCommand(
-            f"the record has {got}; a command's key must be its execution_id", execution_id
-        )
+        return f"the record has {got}; a command's key must be its execution_id"
     home = home_partition(execution_id, partitions)
     if record.partition != home:
-        raise InvalidCommand(
+        return (
             f"the record is on partition {record.partition}, but execution {execution_id!r} "
-            f"lives on partition {home} (murmur2 of the key, as Kafka's default partitioner)",
-            execution_id,
+            f"lives on partition {home} (murmur2 of the key, as Kafka's default partitioner)"
         )
+    return None
+
+
+def _kind(exc: InvalidCommand, otherwise: str) -> str:
+    """The kind of a dead letter's reason (a metric's label)."""
+    if isinstance(exc, UnknownWorkflow):
+        return "unknown_workflow"
+    if isinstance(exc, LimitExceeded):
+        return "too_large"
+    return otherwise
 
 
 def _snapshot(
@@ -201,6 +226,7 @@ def _snapshot(
             Record(TOPIC_EVENTS, ps.partition, key, orjson.dumps(e), None) for e in events
         )
         value = orjson.dumps(state.snapshot())
+        count_events(batch.recorded, events, state.workflow)
     recovery = recovery_header(state)
     batch.records.append(
         Record(
@@ -231,16 +257,17 @@ def _fail(
 
 
 def _dead_letter(
-    batch: Batch, record: CommandRecord, reason: str, execution_id: str | None
+    batch: Batch, record: CommandRecord, reason: str, execution_id: str | None, kind: str
 ) -> None:
     log.warning(
         "partition %d offset %d: command sent to %s: %s",
         record.partition, record.offset, TOPIC_DLQ, reason,
+        extra={"partition": record.partition, "execution_id": execution_id},
     )  # fmt: skip
     headers = dead_letter_headers(record, reason, execution_id)
     value = record.value if record.value is not None else b""
     batch.records.append(Record(TOPIC_DLQ, record.partition, record.key, value, headers))
-    batch.dead_letters += 1
+    batch.dead_letters[kind] = batch.dead_letters.get(kind, 0) + 1
 
 
 def dead_letter_headers(record: CommandRecord, reason: str, execution_id: str | None) -> Headers:

@@ -16,7 +16,9 @@ which talks to the event loop:
   once this worker writes nothing more for them; a loss (the member was fenced: its session
   expired) releases them without waiting for anything;
 - the group metadata that transactions carry (KIP-447) is read in this thread after every
-  rebalance callback and on request, and kept for the producer's thread to use.
+  rebalance callback and on request, and kept for the producer's thread to use;
+- the end offsets of the assigned partitions, as librdkafka last saw them in its fetch
+  responses (no request to the broker), are copied every ENDS_REFRESH_S for the lag metric.
 
 A second, unsubscribed consumer of the same group answers the blocking questions (committed
 offsets, watermarks, topic metadata) from whichever thread asks, one at a time.
@@ -28,6 +30,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, cast
@@ -47,6 +50,9 @@ POLL_S = 0.1
 # A revocation waits this long for the loop to release the partitions; past it something is
 # stuck and the partitions are let go anyway (a fenced commit cannot land after that).
 RELEASE_TIMEOUT_S = 60.0
+# How often the cached end offsets are copied out: a lag a few seconds old is fresh enough to
+# watch, and 64 local look-ups every 5 s cost nothing.
+ENDS_REFRESH_S = 5.0
 
 
 class Ownership(Protocol):
@@ -77,6 +83,11 @@ class CommandConsumer:
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._metadata: Any = None
+        # Set (on the loop) by the first assignment callback, even an empty one: the member
+        # has joined the group.
+        self.joined = False
+        # Partition -> its end offset, from librdkafka's cache (ENDS_REFRESH_S old at most).
+        self.ends: dict[int, int] = {}
 
     # -- lifecycle (from the event loop) -----------------------------------------------------
 
@@ -154,11 +165,15 @@ class CommandConsumer:
                 on_lost=self._on_lost,
             )
             self._read_metadata()
+            next_ends = 0.0
             while not self._stop.is_set():
                 self._serve_requests()
                 messages = take(consumer, POLL_S)
                 if messages:
                     self._deliver(messages)
+                if time.monotonic() >= next_ends:
+                    next_ends = time.monotonic() + ENDS_REFRESH_S
+                    self._copy_ends()
             self._serve_requests()
             consumer.close()  # revokes everything (the callback releases it), leaves
         except BaseException as exc:  # noqa: BLE001 - reported to the loop, which ends the worker
@@ -194,6 +209,14 @@ class CommandConsumer:
         if records:
             self._to_loop(self._ownership.received, records)
 
+    def _copy_ends(self) -> None:
+        ends = {}
+        for tp in self._consumer.assignment():
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:  # known (librdkafka has fetched from it)
+                ends[tp.partition] = high
+        self.ends = ends  # replaced whole: the loop reads it without a lock
+
     def _read_metadata(self) -> None:
         self._metadata = self._consumer.consumer_group_metadata()
 
@@ -202,7 +225,11 @@ class CommandConsumer:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)  # nothing is fetched until the worker restored them
             self._to_loop(self._ownership.assigned, [tp.partition for tp in partitions])
+        self._to_loop(self._joined)  # after `assigned`: the loop learns both in this order
         self._read_metadata()
+
+    def _joined(self) -> None:
+        self.joined = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release(partitions, lost=False)

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from cerebelum.core.commands import StepOutcome
-from cerebelum.core.events import error_info, exception_info
+from cerebelum.core.events import error_info, exception_info, traceback_text
 from cerebelum.core.machine import RunStep
 
 # fork: the child must have the step's function and arguments, which may not pickle.
@@ -39,6 +39,7 @@ async def run_isolated(effect: RunStep) -> StepOutcome:
         if child.is_alive():
             child.kill()  # timed out (or we are being cancelled): an isolated step can stop
         await asyncio.to_thread(child.join)
+    traceback = None
     if reply is _TIMED_OUT:
         error = error_info(
             "StepTimeout",
@@ -56,8 +57,10 @@ async def run_isolated(effect: RunStep) -> StepOutcome:
         ok, payload = reply
         if ok:
             return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=payload)
-        error = payload
-    return StepOutcome(effect.execution_id, step.name, effect.token, ok=False, error=error)
+        error, traceback = payload
+    return StepOutcome(
+        effect.execution_id, step.name, effect.token, ok=False, error=error, traceback=traceback
+    )
 
 
 _DIED = ("died", None)
@@ -65,7 +68,8 @@ _TIMED_OUT = ("timed out", None)
 
 
 def _wait(receiver: Connection, timeout: float | None) -> tuple[Any, Any]:
-    """The child's reply (ok, value or error), or _DIED, or _TIMED_OUT."""
+    """The child's reply (True, value) or (False, (error, traceback)), or _DIED, or
+    _TIMED_OUT."""
     if not receiver.poll(timeout):
         return _TIMED_OUT
     try:
@@ -98,7 +102,7 @@ def _child(effect: RunStep, sender: Connection) -> None:
         check_result(value)
         reply: tuple[bool, Any] = (True, value)
     except BaseException as exc:  # noqa: BLE001 - the step's own failure is data
-        reply = (False, exception_info(exc))
+        reply = (False, (exception_info(exc), traceback_text(exc)))
     try:
         sender.send(reply)
     finally:

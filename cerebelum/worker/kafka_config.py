@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cerebelum.config import Settings
 from cerebelum.constants import WORKER_CLIENT_ID_PREFIX, WORKER_GROUP, worker_transactional_id
+from cerebelum.telemetry.logs import JSON
 
 
 def common(settings: Settings, client_id: str) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": client_id,
         # librdkafka logs connection errors itself at ERROR level every few seconds while a
         # broker is away; the worker logs what matters (retries, failovers) on its own.
         "log_level": 3,
     }
+    if settings.log_format == JSON:
+        # librdkafka writes its lines straight to stderr, which would break one JSON object
+        # per line: hand them to Python's logging instead (delivered when the client is
+        # polled, which the consumer and producer are all the time).
+        config["logger"] = logging.getLogger("cerebelum.librdkafka")
+    return config
 
 
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:

@@ -2,13 +2,20 @@
 a step marked isolated (a crash suspect) in a child process (cerebelum.worker.isolation).
 
 Every run ends in exactly one StepOutcome handed to `report`, whatever the step does: a
-result, an exception, a timeout, or a result that cannot be encoded or is too large.
+result, an exception, a timeout, or a result that cannot be encoded or is too large. A step
+that raises is logged with its traceback, and the traceback (bounded) rides on the outcome
+into its StepFailed event.
+
+Each run happens in a log context naming its execution, workflow and step (the thread a plain
+step runs in inherits it), so the user's own log lines carry them too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,14 +23,17 @@ from typing import Any
 import orjson
 
 from cerebelum.core.commands import StepOutcome
-from cerebelum.core.events import error_info, exception_info
+from cerebelum.core.events import error_info, exception_info, traceback_text
 from cerebelum.core.machine import RunStep
 from cerebelum.errors import LimitExceeded
+from cerebelum.telemetry.logs import set_log_context
 from cerebelum.worker.isolation import run_isolated
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[StepOutcome], None]
+# Told each run's workflow, step and duration in seconds (the worker's metrics).
+Observe = Callable[[str, str, float], None]
 
 # A step result larger than this fails the step (not retried): results travel in every state
 # snapshot of the execution, and Kafka's default record limit is 1 MiB.
@@ -31,7 +41,9 @@ MAX_RESULT_BYTES = 256 * 1024
 
 
 class StepRunner:
-    def __init__(self, max_concurrent: int, threads: int = 32) -> None:
+    def __init__(
+        self, max_concurrent: int, threads: int = 32, observe: Observe | None = None
+    ) -> None:
         # Plain (sync) steps block a thread each; 32 threads keep I/O-bound sync steps moving
         # without letting CPU-bound ones starve the event loop's own thread.
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cerebelum-step")
@@ -40,11 +52,13 @@ class StepRunner:
         # Set by drain(): the worker is stopping, so steps dispatched from now on are left to
         # the partition's next owner, which re-runs every scheduled, unrecorded step.
         self._closing = False
+        self._observe = observe
 
-    def submit(self, effect: RunStep, report: Report) -> None:
+    def submit(self, effect: RunStep, report: Report, partition: int | None = None) -> None:
+        """Run `effect` (on `partition`, named in its log lines) and hand `report` its outcome."""
         if self._closing:
             return
-        task = asyncio.get_running_loop().create_task(self._run(effect, report))
+        task = asyncio.get_running_loop().create_task(self._run(effect, report, partition))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -52,12 +66,22 @@ class StepRunner:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def _run(self, effect: RunStep, report: Report) -> None:
+    async def _run(self, effect: RunStep, report: Report, partition: int | None) -> None:
+        # This task's own context: set once, seen by every line logged during the run.
+        set_log_context(
+            execution_id=effect.execution_id, workflow=effect.workflow, step=effect.step.name,
+            partition=partition,
+        )  # fmt: skip
         async with self._slots:
+            started = time.perf_counter()
             if effect.isolated:
                 outcome = await run_isolated(effect)
             else:
                 outcome = await run_step(effect, self._pool)
+            if self._observe is not None:
+                self._observe(effect.workflow, effect.step.name, time.perf_counter() - started)
+        if not outcome.ok:
+            _log_failure(effect, outcome, partition)
         report(outcome)
 
     async def drain(self, timeout: float) -> None:
@@ -79,8 +103,9 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
         if step.is_async:
             call = step.fn(**effect.kwargs)
         else:
+            context = contextvars.copy_context()  # the thread logs in the step's context
             call = asyncio.get_running_loop().run_in_executor(
-                pool, lambda: step.fn(**effect.kwargs)
+                pool, lambda: context.run(step.fn, **effect.kwargs)
             )
         value = await asyncio.wait_for(call, step.timeout) if step.timeout else await call
         check_result(value)
@@ -96,8 +121,9 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
         return StepOutcome(effect.execution_id, step.name, effect.token, ok=False, error=error)
     except Exception as exc:  # a step's own failure is data, recorded as StepFailed
         return StepOutcome(
-            effect.execution_id, step.name, effect.token, ok=False, error=exception_info(exc)
-        )
+            effect.execution_id, step.name, effect.token, ok=False, error=exception_info(exc),
+            traceback=traceback_text(exc),
+        )  # fmt: skip
     return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=value)
 
 
@@ -109,3 +135,18 @@ def check_result(value: Any) -> None:
         raise TypeError(f"step result is not JSON-serialisable: {exc}") from None
     if size > MAX_RESULT_BYTES:
         raise LimitExceeded("step result", size, MAX_RESULT_BYTES)
+
+
+def _log_failure(effect: RunStep, outcome: StepOutcome, partition: int | None) -> None:
+    """One line per failed run, naming its execution, workflow, step and partition, with its
+    traceback (where `exc_info` would put one, from the text the outcome carries)."""
+    error = outcome.error or {}
+    context = {"execution_id": effect.execution_id, "workflow": effect.workflow,
+               "step": effect.step.name, "partition": partition}  # fmt: skip
+    if outcome.traceback:
+        context["traceback"] = outcome.traceback
+    log.warning(
+        "step %s of %s (%s, attempt %d) failed: %s: %s",
+        effect.step.name, effect.execution_id, effect.workflow, effect.attempt,
+        error.get("type", "Error"), error.get("message", ""), extra=context,
+    )  # fmt: skip
