@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cerebelum.errors import ConfigurationError
+
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://cerebelum@127.0.0.1:15432/cerebelum"
 
@@ -80,3 +82,47 @@ class Settings:
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
             ),
         )
+
+
+# Hosts the API answers by default: the loopback names a browser on this machine uses. A
+# browser page on another site that rebinds its own name to 127.0.0.1 (DNS rebinding) sends
+# its own name as Host, so it gets 400.
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The HTTP API's security settings (README, "Security").
+
+    Authentication is on unless CEREBELUM_API_AUTH=off says otherwise: with it on and no
+    tokens file, the API refuses to start (cerebelum.api.tokens), so forgetting the file never
+    leaves an open API behind.
+    """
+
+    # The tokens file: one `name:scope,scope:sha256:<hex>` line per token, hashes only.
+    tokens_file: str | None = None
+    auth: bool = True
+    # Host header values the API answers (port ignored); "*" answers any, "*.example.com" any
+    # subdomain.
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    # Origins a browser page may call the API from (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if env is None else env
+        auth = (env.get("CEREBELUM_API_AUTH") or "on").strip().lower()
+        if auth not in ("on", "off"):
+            raise ConfigurationError(f"CEREBELUM_API_AUTH must be 'on' or 'off', not {auth!r}")
+        hosts = _list(env.get("CEREBELUM_API_ALLOWED_HOSTS"))
+        return cls(
+            tokens_file=env.get("CEREBELUM_API_TOKENS_FILE") or None,
+            auth=auth == "on",
+            allowed_hosts=hosts or DEFAULT_ALLOWED_HOSTS,
+            cors_origins=_list(env.get("CEREBELUM_API_CORS_ORIGINS")),
+        )
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple, blanks dropped."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
