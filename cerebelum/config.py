@@ -107,6 +107,18 @@ class ApiSettings:
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     # Origins a browser page may call the API from (CORS); none by default.
     cors_origins: tuple[str, ...] = ()
+    # JWTs from an OpenID Connect provider (cerebelum.api.oidc): its JWKS, and the audience and
+    # issuer a token must name (both required with a JWKS).
+    jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.jwks_url is not None and not (self.jwt_audience and self.jwt_issuer):
+            raise ConfigurationError(
+                "CEREBELUM_API_JWKS_URL needs CEREBELUM_API_JWT_AUDIENCE and "
+                "CEREBELUM_API_JWT_ISSUER: a JWT for another service must not open this API"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -120,6 +132,9 @@ class ApiSettings:
             auth=auth == "on",
             allowed_hosts=hosts or DEFAULT_ALLOWED_HOSTS,
             cors_origins=_list(env.get("CEREBELUM_API_CORS_ORIGINS")),
+            jwks_url=env.get("CEREBELUM_API_JWKS_URL") or None,
+            jwt_audience=env.get("CEREBELUM_API_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("CEREBELUM_API_JWT_ISSUER") or None,
         )
 
 

@@ -11,11 +11,12 @@
     GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
     GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
 
-Every request first passes the entrance (cerebelum.api.guard): the Host must be allowed, a
-bearer token with the route's scope is needed (admin has every scope; /healthz and /readyz are
-open), and a POST must be `Content-Type: application/json` with a body that is JSON within
-the limits of cerebelum.api.bodies. Authentication is on unless CEREBELUM_API_AUTH=off; with it
-on the app refuses to be made without a tokens file (cerebelum.api.tokens).
+Every request first passes the entrance (cerebelum.api.guard): the Host must be allowed; a
+bearer token with the route's scope is needed (one of the tokens file's, or a JWT from the
+configured OpenID Connect provider; admin has every scope; /healthz and /readyz are open); a
+POST must be `Content-Type: application/json` with a body that is JSON within the limits of
+cerebelum.api.bodies. Authentication is on unless CEREBELUM_API_AUTH=off; with it on, the app
+refuses to be made without a tokens file or a JWKS (cerebelum.api.tokens).
 
 Every error is one JSON object, {"error": "<one line>", ...fields}: 400 for a body that is not
 JSON or a Host not allowed; 401 for a missing or unknown token; 403 for a token without the
@@ -62,7 +63,7 @@ from cerebelum.api.errors import (
     install_error_handlers,
 )
 from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
-from cerebelum.api.tokens import ADMIN, CANCEL, READ, SIGNAL, START, load_token_book
+from cerebelum.api.tokens import ADMIN, CANCEL, READ, SIGNAL, START, load_authenticator
 from cerebelum.client import Client, partition_for
 from cerebelum.config import ApiSettings, Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     """
     settings = settings or Settings.from_env()
     api = api or ApiSettings.from_env()
-    tokens = load_token_book(api)
+    tokens = load_authenticator(api)
     if tokens is None:
         log.warning("api: authentication is OFF (CEREBELUM_API_AUTH=off): anyone who reaches "
                     "the API may start, signal and cancel executions")  # fmt: skip

@@ -8,7 +8,8 @@ browser's preflight, which carries no token, is answered):
   2. every response gets the security headers (SECURITY_HEADERS).
 
 `Guard`, on every request but the public probes (/healthz, /readyz):
-  1. a bearer token the tokens file knows → else 401 with `WWW-Authenticate: Bearer`;
+  1. a bearer token the tokens file knows, or a JWT the configured provider signed
+     (cerebelum.api.oidc) → else 401 with `WWW-Authenticate: Bearer`;
   2. a token with the route's scope (admin opens all) → else 403. A path or method no route
      serves needs any valid token, and then gets its 404 or 405: nobody learns the routes
      without a token;
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cerebelum.api.bodies import MAX_BODY_BYTES, BodyProblem, check_json_body
 from cerebelum.api.errors import error_response
-from cerebelum.api.tokens import ADMIN, READ, TokenBook
+from cerebelum.api.tokens import ADMIN, READ, Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,11 @@ class Guard:
     authentication is off (CEREBELUM_API_AUTH=off), the rest still applies."""
 
     def __init__(
-        self, app: ASGIApp, router: Router, tokens: TokenBook | None, docs_paths: Iterable[str]
+        self,
+        app: ASGIApp,
+        router: Router,
+        tokens: Authenticator | None,
+        docs_paths: Iterable[str],
     ) -> None:
         self.app = app
         self.router = router
@@ -136,7 +141,7 @@ class Guard:
             return
         route = self.route_for(scope)
         if self.tokens is not None:
-            refusal = self.authorize(scope, route)
+            refusal = await self.authorize(scope, route)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -162,14 +167,14 @@ class Guard:
                 return route
         return None
 
-    def authorize(self, scope: Scope, route: BaseRoute | None) -> Any:
+    async def authorize(self, scope: Scope, route: BaseRoute | None) -> Any:
         """None if the request may go on, else the 401 or 403 response."""
         assert self.tokens is not None
         header = _header(scope, b"authorization") or ""
         kind, _, presented = header.partition(" ")
         if kind.lower() != "bearer" or not presented.strip():
             return _unauthorized("missing bearer token (Authorization: Bearer <token>)", None)
-        token = self.tokens.authenticate(presented.strip())
+        token = await self.tokens.authenticate(presented.strip())
         if token is None:
             return _unauthorized("invalid bearer token", "invalid_token")
         needed = self.required_scope(scope, route)

@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cerebelum.config import ApiSettings
 from cerebelum.errors import ConfigurationError
@@ -39,6 +40,17 @@ HASH_PREFIX = "sha256"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who presented a valid bearer token: its name (for logs) and its scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return allows(self.scopes, scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,19 +155,9 @@ class TokenBook:
         return found
 
 
-def load_token_book(api: ApiSettings) -> TokenBook | None:
-    """The tokens `api` configures; None when authentication is off. Raises
-    ConfigurationError when it is on and there is no way to authenticate."""
-    if not api.auth:
-        return None
-    if api.tokens_file is None:
-        raise ConfigurationError(
-            "API authentication is on and no tokens are configured: set "
-            "CEREBELUM_API_TOKENS_FILE (make tokens with `cerebelum api token create`), or "
-            "CEREBELUM_API_AUTH=off where everyone who can reach the API may start, signal "
-            "and cancel executions"
-        )
-    path = Path(api.tokens_file)
+def load_token_book(path: Path) -> TokenBook:
+    """The tokens in the file at `path`; raises ConfigurationError for a file that cannot be
+    read, has a wrong line or holds no token."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -166,3 +168,46 @@ def load_token_book(api: ApiSettings) -> TokenBook | None:
     if not tokens:
         raise ConfigurationError(f"the tokens file {path} holds no token: nobody could call")
     return TokenBook(tokens)
+
+
+class Verifier(Protocol):
+    """Checks a bearer token that is not one of ours (a JWT: cerebelum.api.oidc)."""
+
+    async def verify(self, token: str) -> Caller | None: ...
+
+
+class Authenticator:
+    """Who a bearer token names: one of the tokens file's (they start with TOKEN_PREFIX), or
+    else a JWT the verifier accepts."""
+
+    def __init__(self, tokens: TokenBook | None, verifier: Verifier | None = None) -> None:
+        self.tokens = tokens
+        self.verifier = verifier
+
+    async def authenticate(self, presented: str) -> Caller | None:
+        if presented.startswith(TOKEN_PREFIX):
+            found = None if self.tokens is None else self.tokens.authenticate(presented)
+            return None if found is None else Caller(found.name, found.scopes)
+        return None if self.verifier is None else await self.verifier.verify(presented)
+
+
+def load_authenticator(api: ApiSettings) -> Authenticator | None:
+    """How `api` authenticates callers; None when authentication is off. Raises
+    ConfigurationError when it is on and there is no way to authenticate."""
+    if not api.auth:
+        return None
+    if api.tokens_file is None and api.jwks_url is None:
+        raise ConfigurationError(
+            "API authentication is on and no tokens are configured: set "
+            "CEREBELUM_API_TOKENS_FILE (make tokens with `cerebelum api token create`) or "
+            "CEREBELUM_API_JWKS_URL, or CEREBELUM_API_AUTH=off where everyone who can reach "
+            "the API may start, signal and cancel executions"
+        )
+    tokens = None if api.tokens_file is None else load_token_book(Path(api.tokens_file))
+    verifier = None
+    if api.jwks_url is not None:
+        from cerebelum.api.oidc import JwtVerifier  # PyJWT: only when JWTs are configured
+
+        assert api.jwt_audience is not None and api.jwt_issuer is not None  # ApiSettings
+        verifier = JwtVerifier(api.jwks_url, api.jwt_audience, api.jwt_issuer)
+    return Authenticator(tokens, verifier)

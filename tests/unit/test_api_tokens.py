@@ -15,10 +15,11 @@ from cerebelum.api.tokens import (
     SIGNAL,
     START,
     TOKEN_PREFIX,
+    Caller,
     TokenBook,
     allows,
     hash_token,
-    load_token_book,
+    load_authenticator,
     new_token,
     parse_line,
     parse_scopes,
@@ -104,14 +105,25 @@ def test_scopes_and_admin() -> None:
 
 def test_auth_on_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no tokens are configured"):
-        load_token_book(ApiSettings())
+        load_authenticator(ApiSettings())
     with pytest.raises(ConfigurationError, match="cannot read the tokens file"):
-        load_token_book(ApiSettings(tokens_file=str(tmp_path / "absent")))
+        load_authenticator(ApiSettings(tokens_file=str(tmp_path / "absent")))
     empty = tmp_path / "empty"
     empty.write_text("# nobody yet\n")
     with pytest.raises(ConfigurationError, match="holds no token"):
-        load_token_book(ApiSettings(tokens_file=str(empty)))
-    assert load_token_book(ApiSettings(auth=False)) is None
+        load_authenticator(ApiSettings(tokens_file=str(empty)))
+    assert load_authenticator(ApiSettings(auth=False)) is None
+
+
+async def test_the_authenticator_tells_our_tokens_from_jwts(tmp_path: Path) -> None:
+    token = new_token()
+    path = tmp_path / "tokens"
+    path.write_text(token_line("ana", [READ, SIGNAL], token) + "\n")
+    auth = load_authenticator(ApiSettings(tokens_file=str(path)))
+    assert auth is not None
+    assert await auth.authenticate(token) == Caller("ana", frozenset({READ, SIGNAL}))
+    assert await auth.authenticate(token + "x") is None
+    assert await auth.authenticate("eyJhbGciOiJSUzI1NiJ9.e30.x") is None  # no JWKS configured
 
 
 def test_api_settings_from_the_environment(tmp_path: Path) -> None:
