@@ -253,6 +253,7 @@ def _add_routes(app: FastAPI) -> None:
             return _refused(refusal)
         try:
             await client.start(body.workflow, inputs, execution_id)
+            log.info("api: %s started %s (%s)", _caller(request), execution_id, body.workflow)
         except KafkaUnavailable as exc:
             log.warning("api: %s", exc)
             return error_response(
@@ -448,6 +449,7 @@ async def _command(
         return _refused(refusal)
     try:
         await send()
+        log.info("api: %s sent %s to %s", _caller(request), accepted, execution_id)
     except KafkaUnavailable as exc:
         log.warning("api: %s", exc)
         return error_response(503, "Kafka did not acknowledge the command; retry")
@@ -455,6 +457,11 @@ async def _command(
         {"execution_id": execution_id, "partition": partition_for(execution_id), **accepted},
         status_code=202,
     )
+
+
+def _caller(request: Request) -> str:
+    """Who sent the request, for the log: its token's name (or JWT's subject)."""
+    return str(getattr(request.state, "caller", "anyone (authentication off)"))
 
 
 def _refused(refusal: Refusal) -> OrjsonResponse:

@@ -186,7 +186,7 @@ class Guard:
                 f'Bearer realm="cerebelum", error="insufficient_scope", scope="{needed}"'
             )
             return response
-        scope.setdefault("state", {})["token"] = token.name
+        scope.setdefault("state", {})["caller"] = token.name  # request.state.caller, for logs
         return None
 
     def required_scope(self, scope: Scope, route: BaseRoute | None) -> str | None:
