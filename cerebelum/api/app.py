@@ -63,7 +63,15 @@ from cerebelum.api.errors import (
     install_error_handlers,
 )
 from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
-from cerebelum.api.tokens import ADMIN, CANCEL, READ, SIGNAL, START, load_authenticator
+from cerebelum.api.tokens import (
+    ADMIN,
+    CANCEL,
+    READ,
+    SIGNAL,
+    START,
+    Authenticator,
+    load_authenticator,
+)
 from cerebelum.client import Client, partition_for
 from cerebelum.config import ApiSettings, Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
@@ -119,8 +127,8 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     """
     settings = settings or Settings.from_env()
     api = api or ApiSettings.from_env()
-    tokens = load_authenticator(api)
-    if tokens is None:
+    authenticator = load_authenticator(api)
+    if authenticator is None:
         log.warning("api: authentication is OFF (CEREBELUM_API_AUTH=off): anyone who reaches "
                     "the API may start, signal and cancel executions")  # fmt: skip
 
@@ -155,17 +163,17 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     app = FastAPI(title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse)
     install_error_handlers(app)
     _add_routes(app)
-    _add_entrance(app, api, tokens)
+    _add_entrance(app, api, authenticator)
     return app
 
 
-def _add_entrance(app: FastAPI, api: ApiSettings, tokens: Any) -> None:
+def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator | None) -> None:
     """The guard and gate of cerebelum.api.guard around the routes, CORS between them when
     CEREBELUM_API_CORS_ORIGINS names origins, and their statuses in the OpenAPI document.
     (Starlette runs the middleware added last first.)"""
     pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     docs = [p for p in (app.openapi_url, *pages) if p]
-    app.add_middleware(Guard, router=app.router, tokens=tokens, docs_paths=docs)
+    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=docs)
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

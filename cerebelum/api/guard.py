@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cerebelum.api.bodies import MAX_BODY_BYTES, BodyProblem, check_json_body
-from cerebelum.api.errors import error_response
+from cerebelum.api.errors import OrjsonResponse, error_response
 from cerebelum.api.tokens import ADMIN, READ, Authenticator
 
 log = logging.getLogger(__name__)
@@ -120,19 +120,19 @@ def _without_port(host: str) -> str:
 
 
 class Guard:
-    """Authentication, scopes, content type and body limits (steps 1-4 above). `tokens` None:
-    authentication is off (CEREBELUM_API_AUTH=off), the rest still applies."""
+    """Authentication, scopes, content type and body limits (steps 1-4 above). With
+    `authenticator` None (CEREBELUM_API_AUTH=off) steps 1-2 are skipped, 3-4 still apply."""
 
     def __init__(
         self,
         app: ASGIApp,
         router: Router,
-        tokens: Authenticator | None,
+        authenticator: Authenticator | None,
         docs_paths: Iterable[str],
     ) -> None:
         self.app = app
         self.router = router
-        self.tokens = tokens
+        self.authenticator = authenticator
         self.docs_paths = frozenset(p for p in docs_paths if p)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,8 +140,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         route = self.route_for(scope)
-        if self.tokens is not None:
-            refusal = await self.authorize(scope, route)
+        if self.authenticator is not None:
+            refusal = await self.authorize(self.authenticator, scope, route)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -167,14 +167,15 @@ class Guard:
                 return route
         return None
 
-    async def authorize(self, scope: Scope, route: BaseRoute | None) -> Any:
+    async def authorize(
+        self, authenticator: Authenticator, scope: Scope, route: BaseRoute | None
+    ) -> OrjsonResponse | None:
         """None if the request may go on, else the 401 or 403 response."""
-        assert self.tokens is not None
         header = _header(scope, b"authorization") or ""
         kind, _, presented = header.partition(" ")
         if kind.lower() != "bearer" or not presented.strip():
             return _unauthorized("missing bearer token (Authorization: Bearer <token>)", None)
-        token = await self.tokens.authenticate(presented.strip())
+        token = await authenticator.authenticate(presented.strip())
         if token is None:
             return _unauthorized("invalid bearer token", "invalid_token")
         needed = self.required_scope(scope, route)
@@ -200,7 +201,7 @@ class Guard:
         return str(extra.get(SCOPE_KEY, ADMIN))
 
 
-def _unauthorized(message: str, error: str | None) -> Any:
+def _unauthorized(message: str, error: str | None) -> OrjsonResponse:
     response = error_response(401, message)
     challenge = 'Bearer realm="cerebelum"' + (f', error="{error}"' if error else "")
     response.headers["www-authenticate"] = challenge
