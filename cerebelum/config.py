@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cerebelum.errors import ConfigurationError
 from cerebelum.telemetry.logs import LOG_FORMATS, TEXT
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
@@ -113,3 +114,62 @@ def _port(env: Mapping[str, str], name: str) -> int | None:
     if not 0 <= port <= 65_535:
         raise ValueError(f"{name} must be a port number (0-65535), not {raw}")
     return port
+
+
+# Hosts the API answers by default: the loopback names a browser on this machine uses. A
+# browser page on another site that rebinds its own name to 127.0.0.1 (DNS rebinding) sends
+# its own name as Host, so it gets 400.
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The HTTP API's security settings (README, "Security").
+
+    Authentication is on unless CEREBELUM_API_AUTH=off says otherwise: with it on and no
+    tokens file, the API refuses to start (cerebelum.api.tokens), so forgetting the file never
+    leaves an open API behind.
+    """
+
+    # The tokens file: one `name:scope,scope:sha256:<hex>` line per token, hashes only.
+    tokens_file: str | None = None
+    auth: bool = True
+    # Host header values the API answers (port ignored); "*" answers any, "*.example.com" any
+    # subdomain.
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    # Origins a browser page may call the API from (CORS); none by default.
+    cors_origins: tuple[str, ...] = ()
+    # JWTs from an OpenID Connect provider (cerebelum.api.oidc): its JWKS, and the audience and
+    # issuer a token must name (both required with a JWKS).
+    jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.jwks_url is not None and not (self.jwt_audience and self.jwt_issuer):
+            raise ConfigurationError(
+                "CEREBELUM_API_JWKS_URL needs CEREBELUM_API_JWT_AUDIENCE and "
+                "CEREBELUM_API_JWT_ISSUER: a JWT for another service must not open this API"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if env is None else env
+        auth = (env.get("CEREBELUM_API_AUTH") or "on").strip().lower()
+        if auth not in ("on", "off"):
+            raise ConfigurationError(f"CEREBELUM_API_AUTH must be 'on' or 'off', not {auth!r}")
+        hosts = _list(env.get("CEREBELUM_API_ALLOWED_HOSTS"))
+        return cls(
+            tokens_file=env.get("CEREBELUM_API_TOKENS_FILE") or None,
+            auth=auth == "on",
+            allowed_hosts=hosts or DEFAULT_ALLOWED_HOSTS,
+            cors_origins=_list(env.get("CEREBELUM_API_CORS_ORIGINS")),
+            jwks_url=env.get("CEREBELUM_API_JWKS_URL") or None,
+            jwt_audience=env.get("CEREBELUM_API_JWT_AUDIENCE") or None,
+            jwt_issuer=env.get("CEREBELUM_API_JWT_ISSUER") or None,
+        )
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple, blanks dropped."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())

@@ -12,6 +12,8 @@
     ├── ExecutionNotFound         a query names an execution that does not exist
     ├── TopicMismatch             a topic exists with other settings than declared
     │                             (cerebelum.admin.topics)
+    ├── ConfigurationError        a setting, or a file one names, is invalid or missing
+    │                             (also a ValueError; e.g. the API's tokens file)
     └── StepError                 raise from a step to fail it for good (no retry)
 
 Errors a step raises for any other reason (ValueError, ...) are recorded as StepFailed with the
@@ -115,6 +117,11 @@ class ExecutionNotFound(CerebelumError):
     def __init__(self, execution_id: str) -> None:
         super().__init__(f"execution {execution_id!r} not found")
         self.execution_id = execution_id
+
+
+class ConfigurationError(CerebelumError, ValueError):
+    """A setting from the environment, or a file it names, is invalid or missing: the process
+    refuses to start rather than run with a guess (e.g. an API with no way to authenticate)."""
 
 
 class StepError(CerebelumError):

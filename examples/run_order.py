@@ -3,7 +3,8 @@
     python -m examples.run_order [--orders 5] [--api http://127.0.0.1:8080]
 
 Starts orders through the Python client (which produces start-commands to Kafka), waits for
-each to complete, then reads one back through the HTTP API (PostgreSQL, via the mirror).
+each to complete, then reads one back through the HTTP API (PostgreSQL, via the mirror) with
+the token in CEREBELUM_API_TOKEN (a `read` scope is enough; scripts/cluster.sh sets it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -53,17 +56,27 @@ async def main(orders: int, api: str) -> int:
 
 def show_from_api(api: str, execution_id: str) -> int:
     """The mirror writes PostgreSQL a moment after Kafka: poll the API until the row is there."""
+    token = os.environ.get("CEREBELUM_API_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(path: str) -> urllib.request.Request:
+        return urllib.request.Request(f"{api}{path}", headers=headers)
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{api}/executions/{execution_id}", timeout=5) as r:
+            with urllib.request.urlopen(get(f"/executions/{execution_id}"), timeout=5) as r:
                 row = json.load(r)
             if row.get("status") == "completed":
-                with urllib.request.urlopen(f"{api}/executions/{execution_id}/events") as r:
+                with urllib.request.urlopen(get(f"/executions/{execution_id}/events")) as r:
                     events = json.load(r)["events"]
                 print(f"GET {api}/executions/{execution_id} -> {json.dumps(row)}")
                 print(f"{len(events)} events: " + " > ".join(e["type"] for e in events))
                 return 0
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):  # no use waiting: the token is missing or too weak
+                print(f"the API refused the token ({exc.code}): set CEREBELUM_API_TOKEN")
+                return 1
         except OSError:
             pass
         time.sleep(0.5)

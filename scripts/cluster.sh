@@ -23,6 +23,16 @@ export CEREBELUM_KAFKA=${CEREBELUM_KAFKA:-127.0.0.1:19092}
 export CEREBELUM_DATABASE_URL=${CEREBELUM_DATABASE_URL:-postgresql://cerebelum@127.0.0.1:15432/cerebelum}
 cli=.venv/bin/cerebelum
 
+# The API wants a token: an admin token made once, its hash in the tokens file, the token itself
+# in a file only this user reads (the example below and curl use it).
+export CEREBELUM_API_TOKENS_FILE=${CEREBELUM_API_TOKENS_FILE:-$PWD/$run_dir/api-tokens}
+if [ ! -s "$run_dir/api-token" ]; then
+    (umask 077; $cli api token create --name cluster-admin --scopes admin \
+        --file "$CEREBELUM_API_TOKENS_FILE" >"$run_dir/api-token")
+fi
+CEREBELUM_API_TOKEN=$(cat "$run_dir/api-token")
+export CEREBELUM_API_TOKEN
+
 echo "== topics"; $cli topics apply
 echo "== migrations"; $cli db migrate
 
@@ -55,5 +65,7 @@ echo "== example: examples/order.py"
 cat <<MSG
 
 Cluster running: Kafka $CEREBELUM_KAFKA, PostgreSQL $CEREBELUM_DATABASE_URL, API http://127.0.0.1:8080
+The API's admin token is in $run_dir/api-token:
+  curl -H "Authorization: Bearer \$(cat $run_dir/api-token)" http://127.0.0.1:8080/executions
 Logs in $run_dir/. Stop everything with: bash scripts/cluster.sh down
 MSG

@@ -6,13 +6,15 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cerebelum.admin.cluster import ClusterInspector
+from cerebelum.api.tokens import token_line
 from cerebelum.client import partition_for
-from cerebelum.config import Settings
+from cerebelum.config import ApiSettings, Settings
 from cerebelum.constants import PARTITIONS, TOPIC_EVENTS, TOPIC_WORKFLOWS, WORKER_GROUP
 
 
@@ -131,3 +133,20 @@ async def wait_for_workers(settings: Settings, client_ids: set[str], timeout: fl
     async with asyncio.timeout(timeout):
         while await live_workers(settings) != client_ids:
             await asyncio.sleep(0.3)
+
+
+# The API's tests authenticate with this admin token (a test secret, nothing else accepts it).
+ADMIN_TOKEN = "cbl_tests-admin-token"
+API_HEADERS = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+JSON = {"content-type": "application/json"}
+
+
+def api_settings(directory: Path, tokens: dict[str, list[str]] | None = None) -> ApiSettings:
+    """ApiSettings whose tokens file, written in `directory`, holds ADMIN_TOKEN and `tokens`
+    (token -> scopes; each named after its token)."""
+    lines = [token_line("tests-admin", ["admin"], ADMIN_TOKEN)]
+    lines += [token_line(token.replace("_", "-"), scopes, token)
+              for token, scopes in (tokens or {}).items()]  # fmt: skip
+    path = directory / "api-tokens"
+    path.write_text("\n".join(lines) + "\n")
+    return ApiSettings(tokens_file=str(path))

@@ -1,24 +1,36 @@
 """The HTTP API: start executions (a command to Kafka), read them back (PostgreSQL).
 
-    POST /executions                {"workflow", "inputs"?, "execution_id"?}  → 202
+    POST /executions                {"workflow", "inputs"?, "execution_id"?}  → 202    scope start
     POST /executions/{id}/signals/{name}   body: the payload (any JSON; empty = null) → 202
-    POST /executions/{id}/cancel    {"reason"?}  → 202
-    GET  /executions/{id}           the executions row, its partition and owner (worker client id)
-    GET  /executions/{id}/events    its events in version order (?after_version=&limit=)
-    GET  /executions                newest first (?status=&workflow=&limit=)
-    GET  /healthz                   {"status", "kafka", "database"}
-    GET  /metrics                   Prometheus metrics (requests by route and status, latency)
-    GET  /cluster                   workers, the partitions each owns, lag, live executions
+                                                                                    scope signal
+    POST /executions/{id}/cancel    {"reason"?}  → 202                               scope cancel
+    GET  /executions/{id}           the executions row, its partition and owner      scope read
+    GET  /executions/{id}/events    its events in version order (?after_version=&limit=)  read
+    GET  /executions                newest first (?status=&workflow=&limit=)         scope read
+    GET  /cluster                   workers, the partitions each owns, lag, live     scope admin
+    GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
+    GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
+    GET  /metrics                   Prometheus metrics (requests by route and status)   scope read
+
+Every request first passes the entrance (cerebelum.api.guard): the Host must be allowed; a
+bearer token with the route's scope is needed (one of the tokens file's, or a JWT from the
+configured OpenID Connect provider; admin has every scope; /healthz and /readyz are open); a
+POST must be `Content-Type: application/json` with a body that is JSON within the limits of
+cerebelum.api.bodies. Authentication is on unless CEREBELUM_API_AUTH=off; with it on, the app
+refuses to be made without a tokens file or a JWKS (cerebelum.api.tokens).
 
 Every error is one JSON object, {"error": "<one line>", ...fields}: 400 for a body that is not
-JSON; 404 for an execution that does not exist (a signal or cancel gets it only once the
-mirror has caught up on the execution's partition); 409 for a start naming a workflow no live
-worker runs, or a signal or cancel for an execution that has ended; 413 for a command over the
-size limit; 422 for a body or parameter of the wrong shape, or an id or name outside the id
-alphabet (the error is the reason); 503 when Kafka or PostgreSQL cannot be reached. Every
-route's statuses are in the OpenAPI document (/openapi.json, /docs).
+JSON or a Host not allowed; 401 for a missing or unknown token; 403 for a token without the
+route's scope; 404 for an execution that does not exist (a signal or cancel gets it only once
+the mirror has caught up on the execution's partition); 409 for a start naming a workflow no
+live worker runs, or a signal or cancel for an execution that has ended; 413 for a body or
+command over the size limit; 415 for a POST that is not application/json; 422 for a body or
+parameter of the wrong shape, JSON nested too deep or an integer beyond 64 bits, or an id or
+name outside the id alphabet (the error is the reason); 503 when Kafka or PostgreSQL cannot be
+reached. Every route's statuses are in the OpenAPI document (/openapi.json, /docs; a read
+token fetches them).
 
-The API starts without Kafka: it answers /healthz 503 ("degraded") and commands 503 while it
+The API starts without Kafka: it answers /healthz and /readyz 503 and commands 503 while it
 connects in the background, retrying with backoff.
 """
 
@@ -35,6 +47,7 @@ from typing import Annotated, Any
 import orjson
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict, Field
 
 from cerebelum.admin.cluster import ClusterInspector, cluster_view
@@ -50,9 +63,19 @@ from cerebelum.api.errors import (
     error_response,
     install_error_handlers,
 )
+from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
 from cerebelum.api.telemetry import add_metrics
+from cerebelum.api.tokens import (
+    ADMIN,
+    CANCEL,
+    READ,
+    SIGNAL,
+    START,
+    Authenticator,
+    load_authenticator,
+)
 from cerebelum.client import Client, partition_for
-from cerebelum.config import Settings
+from cerebelum.config import ApiSettings, Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
 from cerebelum.db import connect_pool
 from cerebelum.errors import KafkaUnavailable
@@ -97,10 +120,19 @@ class StartRequest(BaseModel):
     execution_id: ExecutionId | None = None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, api: ApiSettings | None = None) -> FastAPI:
     """The API app. Its lifespan opens the pool, starts connecting to Kafka in the background
-    (the API serves while Kafka is away) and closes everything after."""
+    (the API serves while Kafka is away) and closes everything after.
+
+    Raises ConfigurationError, before anything starts, when `api` (default: from the
+    environment) turns authentication on without a usable tokens file.
+    """
     settings = settings or Settings.from_env()
+    api = api or ApiSettings.from_env()
+    authenticator = load_authenticator(api)
+    if authenticator is None:
+        log.warning("api: authentication is OFF (CEREBELUM_API_AUTH=off): anyone who reaches "
+                    "the API may start, signal and cancel executions")  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,7 +166,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.state.metrics = add_metrics(app)
     _add_routes(app)
+    _add_entrance(app, api, authenticator)
     return app
+
+
+def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator | None) -> None:
+    """The guard and gate of cerebelum.api.guard around the routes, CORS between them when
+    CEREBELUM_API_CORS_ORIGINS names origins, and their statuses in the OpenAPI document.
+    (Starlette runs the middleware added last first.)"""
+    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    docs = [p for p in (app.openapi_url, *pages) if p]
+    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=docs)
+    if api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(api.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            # Tokens travel in a header a page sets itself: no cookies, so no credentials.
+            allow_credentials=False,
+            # A browser may reuse a preflight's answer for ten minutes.
+            max_age=600,
+        )
+    app.add_middleware(Gate, allowed_hosts=api.allowed_hosts, docs_paths=[p for p in pages if p])
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_entrance(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _connect(client: Client, first_attempt: asyncio.Event) -> None:
@@ -173,6 +235,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/executions",
         status_code=202,
+        openapi_extra={SCOPE_KEY: START},
         responses={
             202: _ACCEPTED,
             **documented(
@@ -201,6 +264,7 @@ def _add_routes(app: FastAPI) -> None:
             return _refused(refusal)
         try:
             await client.start(body.workflow, inputs, execution_id)
+            log.info("api: %s started %s (%s)", _caller(request), execution_id, body.workflow)
         except KafkaUnavailable as exc:
             log.warning("api: %s", exc)
             return error_response(
@@ -216,6 +280,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/executions/{execution_id}/signals/{name}",
         status_code=202,
+        openapi_extra={SCOPE_KEY: SIGNAL},
         responses={
             202: _ACCEPTED,
             **documented(
@@ -247,6 +312,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/executions/{execution_id}/cancel",
         status_code=202,
+        openapi_extra={SCOPE_KEY: CANCEL},
         responses={
             202: _ACCEPTED,
             **documented(
@@ -269,6 +335,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get(
         "/executions/{execution_id}",
+        openapi_extra={SCOPE_KEY: READ},
         responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
     )
     async def get_execution(execution_id: ExecutionId, request: Request) -> OrjsonResponse:
@@ -281,6 +348,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get(
         "/executions/{execution_id}/events",
+        openapi_extra={SCOPE_KEY: READ},
         responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
     )
     async def get_events(
@@ -298,6 +366,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get(
         "/executions",
+        openapi_extra={SCOPE_KEY: READ},
         responses=documented(422, 503, s503="PostgreSQL cannot be reached; retry."),
     )
     async def list_executions(
@@ -330,7 +399,33 @@ def _add_routes(app: FastAPI) -> None:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/cluster", responses=documented(503, s503="Kafka did not answer; retry."))
+    @app.get(
+        "/readyz",
+        responses={
+            200: {"description": '{"ready": true, "kafka": true, "database": true}'},
+            503: {
+                "description": 'Not ready to take commands: {"ready": false, "kafka": false, '
+                '"database": true} (the producer is not connected, or PostgreSQL does not '
+                "answer)."
+            },
+        },
+    )
+    async def readyz(request: Request) -> OrjsonResponse:
+        """Ready: the API's producer is connected to Kafka and PostgreSQL answers, so a
+        command or a query can succeed now. (/healthz asks a broker afresh instead.)"""
+        client: Client = request.app.state.client
+        database = await queries.database_ok(request.app.state.pool, HEALTH_TIMEOUT_S)
+        ready = database and client.connected
+        return OrjsonResponse(
+            {"ready": ready, "kafka": client.connected, "database": database},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get(
+        "/cluster",
+        openapi_extra={SCOPE_KEY: ADMIN},
+        responses=documented(503, s503="Kafka did not answer; retry."),
+    )
     async def cluster(request: Request) -> OrjsonResponse:
         inspector: ClusterInspector = request.app.state.cluster
         try:
@@ -365,6 +460,7 @@ async def _command(
         return _refused(refusal)
     try:
         await send()
+        log.info("api: %s sent %s to %s", _caller(request), accepted, execution_id)
     except KafkaUnavailable as exc:
         log.warning("api: %s", exc)
         return error_response(503, "Kafka did not acknowledge the command; retry")
@@ -372,6 +468,11 @@ async def _command(
         {"execution_id": execution_id, "partition": partition_for(execution_id), **accepted},
         status_code=202,
     )
+
+
+def _caller(request: Request) -> str:
+    """Who sent the request, for the log: its token's name (or JWT's subject)."""
+    return str(getattr(request.state, "caller", "anyone (authentication off)"))
 
 
 def _refused(refusal: Refusal) -> OrjsonResponse:

@@ -55,6 +55,9 @@ def add_metrics(app: FastAPI) -> ApiMetrics:
         "/metrics",
         response_class=Response,
         responses={200: {"description": "Prometheus text format.", "content": {"text/plain": {}}}},
+        # cerebelum.api.guard: a scraper needs a token with the read scope (not imported
+        # from there to keep this module free of the entrance).
+        openapi_extra={"x-required-scope": "read"},
     )
     async def serve_metrics() -> Response:
         """Prometheus metrics (text format)."""

@@ -1,28 +1,67 @@
-"""`cerebelum api`: serve the HTTP API with uvicorn."""
+"""`cerebelum api`: serve the HTTP API with uvicorn; `cerebelum api token create`: make a token.
+
+    cerebelum api [--host 127.0.0.1] [--port 8080]
+    cerebelum api token create --name NAME --scopes read,start [--file TOKENS_FILE]
+
+`token create` prints the new token once, on stdout, and never stores it: the tokens file gets
+only its SHA-256 (cerebelum.api.tokens). Without --file, the line for the file follows the token
+on stdout; with --file it is appended there (the file is created readable by its owner only),
+so `TOKEN=$(cerebelum api token create ... --file F)` keeps the token in a variable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from cerebelum.api import create_app
-from cerebelum.config import Settings
+from cerebelum.api.tokens import SCOPES, new_token, parse_scopes, parse_tokens, token_line
+from cerebelum.cli._commands import EXIT_USAGE, fail
+from cerebelum.config import ApiSettings, Settings
+from cerebelum.errors import ConfigurationError
 from cerebelum.telemetry.logs import JSON
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("api", help="serve the HTTP API")
+    parser = subparsers.add_parser(
+        "api",
+        help="serve the HTTP API (or `api token create`)",
+        description="Serve the HTTP API. Needs CEREBELUM_API_TOKENS_FILE (see `api token "
+        "create`) unless CEREBELUM_API_AUTH=off.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     parser.set_defaults(func=run)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    token = commands.add_parser("token", help="manage API tokens")
+    token.set_defaults(func=lambda args: fail("usage: cerebelum api token create ...", EXIT_USAGE))
+    token_commands = token.add_subparsers(title="commands", metavar="COMMAND")
+    create = token_commands.add_parser(
+        "create",
+        help="make a new token: prints it once, and the line for the tokens file",
+        description="Print a new random token (once: only its hash is kept) and its line for "
+        "CEREBELUM_API_TOKENS_FILE, or append the line to --file.",
+    )
+    create.add_argument("--name", required=True, help="who holds the token (shown in logs)")
+    create.add_argument(
+        "--scopes", required=True, help=f"comma-separated, of: {', '.join(SCOPES)} (admin: all)"
+    )
+    create.add_argument("--file", type=Path, help="append the line to this tokens file")
+    create.set_defaults(func=create_token)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    app = create_app(settings)
+    try:
+        app = create_app(settings, ApiSettings.from_env())
+    except ConfigurationError as exc:
+        return fail(str(exc), EXIT_USAGE)
     # In JSON, uvicorn's own loggers (start-up, access lines) go through the root logger's
     # JSON handler (cerebelum.telemetry.logs) instead of uvicorn's text handlers.
     log_config = None if settings.log_format == JSON else uvicorn.config.LOGGING_CONFIG
@@ -33,3 +72,41 @@ def run(args: argparse.Namespace) -> int:
     server.run()
     # uvicorn sets `started` once listening; a lifespan failure (no database) never gets there.
     return 0 if server.started else 1
+
+
+def create_token(args: argparse.Namespace) -> int:
+    try:
+        scopes = parse_scopes(args.scopes)
+        token = new_token()
+        line = token_line(args.name, scopes, token)
+        if args.file is not None:
+            _append(args.file, args.name, line)
+    except ConfigurationError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return fail(f"cannot write {args.file}: {exc.strerror}")
+    print(token)
+    if args.file is None:
+        print(line)
+        note = (
+            "The token is shown once: give it to its holder. Put the second line in the "
+            "tokens file (CEREBELUM_API_TOKENS_FILE) and restart the API."
+        )
+    else:
+        note = f"Token {args.name!r} added to {args.file}; restart the API to accept it."
+    print(note + " (The token is not stored anywhere.)", file=sys.stderr)
+    return 0
+
+
+def _append(path: Path, name: str, line: str) -> None:
+    """Append `line` to the tokens file at `path`, refusing a name it already has (and a file
+    the API could not read)."""
+    text = path.read_text() if path.exists() else ""
+    if any(t.name == name for t in parse_tokens(text, str(path))):
+        raise ConfigurationError(f"{path} already has a token named {name!r}")
+    # Hashes are no secret, but nobody else needs to read who holds which scopes.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as out:
+        if text and not text.endswith("\n"):
+            out.write("\n")
+        out.write(line + "\n")

@@ -151,6 +151,11 @@ def _name_field(body: dict[str, Any], field: str, execution_id: str | None) -> s
     return cast(str, value)
 
 
+def payload_size(payload: Any) -> int:
+    """The bytes `payload` takes as JSON (as a command or a state snapshot carries it)."""
+    return len(orjson.dumps(payload))
+
+
 def start_command(execution_id: str, workflow: str, inputs: Any) -> bytes:
     """Encode a StartExecution command's value (the key is the execution id)."""
     return orjson.dumps(

@@ -26,6 +26,7 @@ from cerebelum.core.commands import (
     StartExecution,
     StepOutcome,
     TimerDue,
+    payload_size,
 )
 from cerebelum.core.events import Event, error_info, make_event
 from cerebelum.core.state import Execution
@@ -38,13 +39,21 @@ from cerebelum.core.workflow import (
     WaitForSignal,
     Workflow,
 )
-from cerebelum.errors import InvalidCommand, UnknownWorkflow
+from cerebelum.errors import InvalidCommand, LimitExceeded, UnknownWorkflow
 
 __all__ = ["ArmTimer", "Decision", "Effect", "RunStep", "apply", "decide", "fold"]
 
 # An execution whose history passes this many events fails: its snapshot and restore time grow
 # with it, and a loop that long is almost always a bug. (back_to loops have their own guard.)
 MAX_HISTORY = 10_000
+
+# Signals that arrive before their wait are kept in the execution's state (and so in every
+# snapshot of it) until a wait takes them. At most this many, each at most this large: 512 KiB
+# in all, a quarter of the 2 MiB snapshot limit (worker/batch.py), so a flood of early signals
+# is refused (dead-lettered) instead of growing the state until the execution fails. Real
+# early signals are few and small (an approval arriving a moment before its wait).
+MAX_KEPT_SIGNALS = 32
+MAX_KEPT_SIGNAL_BYTES = 16 * 1024
 
 # Errors that no retry can cure: raised on purpose, or produced by the engine's own limits.
 NON_RETRYABLE = frozenset({"StepError", "LimitExceeded"})
@@ -112,7 +121,8 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
     """The events and effects that `command` causes for the execution in `state`.
 
     Raises InvalidCommand (the worker sends the command to the DLQ) for a start of an unknown
-    workflow, or a signal or cancel for an execution that does not exist or has ended.
+    workflow, a signal or cancel for an execution that does not exist or has ended, or a signal
+    its workflow never waits for or that would be kept past MAX_KEPT_SIGNALS(_BYTES).
     """
     if isinstance(command, StartExecution):
         if state is not None:
@@ -159,6 +169,7 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
     elif isinstance(command, TimerDue):
         d.on_timer(command.timer_id)
     elif isinstance(command, SendSignal):
+        _check_signal(wf, state, command)
         d.on_signal(command.signal, command.payload)
     elif isinstance(command, CancelExecution):
         d.record(ev.EXECUTION_CANCELLED, reason=command.reason)
@@ -167,6 +178,35 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
     elif isinstance(command, FailExecution):
         d.fail(command.error_type, command.message)
     return d.finish()
+
+
+def _check_signal(wf: Workflow, state: Execution, command: SendSignal) -> None:
+    """Raise InvalidCommand for a signal `wf` never waits for, or one that would be kept (no
+    wait takes it now) beyond the limits on kept signals."""
+    if command.signal not in wf.signals:
+        waits = ", ".join(repr(s) for s in sorted(wf.signals)) or "none"
+        raise InvalidCommand(
+            f"workflow {wf.name!r} never waits for signal {command.signal!r} (it waits for: "
+            f"{waits})",
+            command.execution_id,
+        )
+    if state.waiting == command.signal:
+        return  # taken at once, never kept
+    kept = sum(len(queued) for queued in state.signals.values())
+    if kept >= MAX_KEPT_SIGNALS:
+        raise InvalidCommand(
+            f"execution {command.execution_id!r} already keeps {kept} signals no wait has "
+            f"taken yet (the limit is {MAX_KEPT_SIGNALS})",
+            command.execution_id,
+        )
+    size = payload_size(command.payload)
+    if size > MAX_KEPT_SIGNAL_BYTES:
+        raise LimitExceeded(
+            f"the payload of signal {command.signal!r}, which no wait takes yet,",
+            size,
+            MAX_KEPT_SIGNAL_BYTES,
+            command.execution_id,
+        )
 
 
 class _Decider:

@@ -251,6 +251,8 @@ class Workflow:
         self.index: dict[str, int] = {}
         self.steps: dict[str, Step] = {}
         self._validate()
+        # The signals some node waits for; a signal of any other name is refused (machine.py).
+        self.signals = frozenset(n.signal for n in self.nodes if isinstance(n, WaitForSignal))
         self.diverge_rules = _rules_by_node(self.rules, "diverge")
         self.branch_rules = _rules_by_node(self.rules, "branch")
         self.version = version or self._definition_hash()

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -33,7 +34,7 @@ from cerebelum.mirror.store import write_batch
 from examples.order import order
 from tests.apps import w3
 from tests.conftest import Processes
-from tests.helpers import wait_for_workers, worker_member
+from tests.helpers import API_HEADERS, JSON, api_settings, wait_for_workers, worker_member
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,15 @@ AT = 1_700_000_000_000
 
 
 @pytest.fixture(scope="module")
-async def api(settings: Settings, topics: None, database: None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+async def api(
+    settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, api_settings(tmp_path_factory.mktemp("api")))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=API_HEADERS
+        ) as http:
             yield http
 
 
@@ -264,11 +269,13 @@ async def test_signal_and_cancel_produce_commands(
     try:
         consumer.assign([tp])
         start = (await consumer.end_offsets([tp]))[tp]
-        r = await api.post(f"/executions/{eid}/signals/approval", content=b'{"approved": true}')
+        r = await api.post(
+            f"/executions/{eid}/signals/approval", content=b'{"approved": true}', headers=JSON
+        )
         assert r.status_code == 202 and r.json()["signal"] == "approval"
         r = await api.post(f"/executions/{eid}/cancel", json={"reason": "no longer needed"})
         assert r.status_code == 202
-        r = await api.post(f"/executions/{eid}/signals/approval", content=b"{bad")
+        r = await api.post(f"/executions/{eid}/signals/approval", content=b"{bad", headers=JSON)
         assert r.status_code == 400 and "error" in r.json()
         consumer.seek(tp, start)
         seen = []
@@ -297,8 +304,11 @@ async def test_ids_and_names_outside_the_alphabet_are_422_with_the_reason(
     attempts = [
         ("execution_id", api.post("/executions", json={"workflow": "w3", "execution_id": bad})),
         ("workflow", api.post("/executions", json={"workflow": bad})),
-        ("execution_id", api.post(f"/executions/{segment}/signals/approval", content=b"1")),
-        ("signal", api.post(f"/executions/fine-id/signals/{segment}", content=b"1")),
+        (
+            "execution_id",
+            api.post(f"/executions/{segment}/signals/approval", content=b"1", headers=JSON),
+        ),
+        ("signal", api.post(f"/executions/fine-id/signals/{segment}", content=b"1", headers=JSON)),
         ("execution_id", api.post(f"/executions/{segment}/cancel", json={})),
         ("execution_id", api.get(f"/executions/{segment}")),
         ("execution_id", api.get(f"/executions/{segment}/events")),
@@ -433,22 +443,24 @@ async def test_the_openapi_documents_every_status(api: httpx.AsyncClient) -> Non
 
 
 async def test_the_api_starts_without_kafka_and_recovers(
-    settings: Settings, database: None
+    settings: Settings, database: None, tmp_path: Path
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(replace(settings, kafka_bootstrap=f"127.0.0.1:{port}"))
+    app = create_app(replace(settings, kafka_bootstrap=f"127.0.0.1:{port}"), api_settings(tmp_path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=API_HEADERS
+        ) as http:
             response = await http.get("/healthz")
             assert response.status_code == 503
             assert response.json() == {"status": "degraded", "kafka": False, "database": True}
             response = await http.post("/executions", json={"workflow": "w3"})
             assert response.status_code == 503 and "Kafka" in response.json()["error"]
             assert "execution_id" in response.json()
-            response = await http.post("/executions/x-1/signals/go", content=b"1")
+            response = await http.post("/executions/x-1/signals/go", content=b"1", headers=JSON)
             assert response.status_code == 503
 
             # The broker "comes back" on the configured address: a forwarder to the real one.

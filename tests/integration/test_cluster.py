@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from cerebelum.api import create_app
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
 from tests.conftest import ROOT, Processes, process_env
+from tests.helpers import API_HEADERS, api_settings
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +30,15 @@ SETTLE_TIMEOUT_S = 60.0
 
 
 @pytest.fixture
-async def api(settings: Settings, topics: None, database: None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+async def api(
+    settings: Settings, topics: None, database: None, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, api_settings(tmp_path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=API_HEADERS
+        ) as http:
             yield http
 
 

@@ -20,10 +20,22 @@ from cerebelum.core.commands import (
     TimerDue,
 )
 from cerebelum.core.events import TERMINAL_EVENTS
-from cerebelum.core.machine import MAX_HISTORY, ArmTimer, RunStep, decide
-from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, SLEEPING, WAITING
+from cerebelum.core.machine import (
+    MAX_HISTORY,
+    MAX_KEPT_SIGNAL_BYTES,
+    MAX_KEPT_SIGNALS,
+    ArmTimer,
+    RunStep,
+    decide,
+)
+from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, SLEEPING, WAITING, Execution
 from cerebelum.core.workflow import Registry, Step, Workflow, approval, sleep, wait_for_signal
-from cerebelum.errors import InvalidCommand, UnknownWorkflow, WorkflowDefinitionError
+from cerebelum.errors import (
+    InvalidCommand,
+    LimitExceeded,
+    UnknownWorkflow,
+    WorkflowDefinitionError,
+)
 from tests.sim import simulate
 
 
@@ -181,6 +193,43 @@ def test_signals_wait_buffer_and_time_out() -> None:
     assert state.status == WAITING and state.waiting == "go"
     state, _, _ = decide(state, TimerDue("e", timers[0].timer_id), 5002, reg)
     assert state.status == FAILED and state.error["type"] == "SignalTimeout"
+
+
+def test_a_signal_the_workflow_never_waits_for_is_refused() -> None:
+    wf = Workflow("wf", mk("a") >> wait_for_signal("go") >> approval("ok") >> mk("b"))
+    assert wf.signals == {"go", "ok"}
+    state, _, _, reg = start(wf)
+    before = state.to_record()
+    with pytest.raises(InvalidCommand, match="never waits for signal 'stop'") as caught:
+        decide(state, SendSignal("e", "stop", 1), 1, reg)
+    assert "it waits for: 'go', 'ok'" in str(caught.value)
+    assert caught.value.execution_id == "e" and state.to_record() == before
+    no_waits = Workflow("plain", [mk("a")])
+    state, _, _, reg = start(no_waits)
+    with pytest.raises(InvalidCommand, match=r"\(it waits for: none\)"):
+        decide(state, SendSignal("e", "go", 1), 1, reg)
+
+
+def test_kept_signals_are_bounded_in_number_and_size() -> None:
+    wf = Workflow("wf", mk("a") >> wait_for_signal("go") >> wait_for_signal("more") >> mk("b"))
+    state, _, effects, reg = start(wf)
+    for n in range(MAX_KEPT_SIGNALS):  # early: kept until the waits take them
+        state, events, _ = decide(state, SendSignal("e", "go" if n % 2 else "more", n), 1, reg)
+        assert [e["type"] for e in events] == ["SignalReceived"]
+    before = state.to_record()
+    with pytest.raises(InvalidCommand, match=f"already keeps {MAX_KEPT_SIGNALS} signals"):
+        decide(state, SendSignal("e", "go", "one too many"), 2, reg)
+    assert state.to_record() == before
+
+    state, _, effects, reg = start(wf)
+    big = "x" * MAX_KEPT_SIGNAL_BYTES
+    with pytest.raises(LimitExceeded, match="which no wait takes yet, is 16386 bytes"):
+        decide(state, SendSignal("e", "go", big), 1, reg)
+    # The same payload is taken at once by a wait for it: never kept, so not refused.
+    state, _, _ = decide(state, ok(effects[0]), 2, reg)
+    assert state.waiting == "go"
+    state, events, _ = decide(state, SendSignal("e", "go", big), 3, reg)
+    assert state.results["go"] == big and state.signals == {}
 
 
 def test_approval_timeout_can_continue() -> None:
@@ -365,6 +414,18 @@ def workflows(draw: st.DrawFn) -> Workflow:
     return Workflow("wf", nodes, rules=rules, max_iterations=3)
 
 
+def signal_refusal(wf: Workflow, state: Execution, command: Any) -> str | None:
+    """What decide says when it refuses `command`, a signal; None if it takes it."""
+    if not isinstance(command, SendSignal):
+        return None
+    if command.signal not in wf.signals:
+        return "never waits for signal"
+    kept = sum(len(queued) for queued in state.signals.values())
+    if state.waiting != command.signal and kept >= MAX_KEPT_SIGNALS:
+        return "already keeps"
+    return None
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workflows(), st.data())
 def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObject) -> None:
@@ -408,6 +469,11 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
         if state.terminal and isinstance(command, (SendSignal, CancelExecution)):
             with pytest.raises(InvalidCommand, match="which has ended"):
                 decide(state, command, now, reg)  # dead-lettered: the caller is told
+            continue
+        refusal = signal_refusal(wf, state, command)
+        if refusal is not None:
+            with pytest.raises(InvalidCommand, match=refusal):
+                decide(state, command, now, reg)  # dead-lettered, the state untouched
             continue
         before = state.to_record() if state is not None else None
         new_state, events, effects = decide(state, command, now, reg)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from cerebelum.config import Settings
+from cerebelum.config import ApiSettings, Settings
 from cerebelum.telemetry.http import OpsServer, json_response, metrics_route, probe_route
 from cerebelum.telemetry.metrics import (
     ApiMetrics,
@@ -151,9 +151,11 @@ def test_json_response() -> None:
 async def test_the_api_counts_requests_by_route_template_and_status() -> None:
     from cerebelum.api import create_app
 
-    app = create_app(Settings())  # no lifespan here: only routes that need no services
+    # No lifespan here: only routes that need no services. Authentication off: the entrance
+    # is tested in test_api_entrance.py and tests/integration/test_api_security.py.
+    app = create_app(Settings(), ApiSettings(auth=False))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         assert (await http.get("/no/such/path")).status_code == 404
         assert (await http.get("/executions/bad id!")).status_code == 422
         response = await http.get("/metrics")
