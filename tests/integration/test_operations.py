@@ -20,7 +20,7 @@ from cerebelum.client import Client
 from cerebelum.config import Settings
 from cerebelum.constants import WORKER_CLIENT_ID_PREFIX
 from tests.conftest import LOGS, Processes
-from tests.helpers import end_offsets, events_since, wait_for_workers
+from tests.helpers import API_HEADERS, api_settings, end_offsets, events_since, wait_for_workers
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def log_lines(processes: Processes, index: int, command: str) -> list[str]:
 
 
 async def test_worker_and_mirror_report_health_metrics_json_logs_and_tracebacks(
-    settings: Settings, database: None, processes: Processes, client: Client
+    settings: Settings, database: None, processes: Processes, client: Client, tmp_path: Path
 ) -> None:
     worker_port, mirror_port = free_port(), free_port()
     worker = processes.worker(
@@ -129,10 +129,13 @@ async def test_worker_and_mirror_report_health_metrics_json_logs_and_tracebacks(
 
     # ... and so does the history in PostgreSQL and over HTTP, once the mirror has it.
     await until(lambda: _mirrored(settings, failing), 60, "the mirror never wrote the failure")
-    app = create_app(settings)
+    app = create_app(settings, api_settings(tmp_path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        http_client = httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=API_HEADERS
+        )
+        async with http_client as http:
             history = (await http.get(f"/executions/{failing}/events")).json()["events"]
     recorded = [e["data"] for e in history if e["type"] == "StepFailed"]
     assert len(recorded) == 4 and all("Flaky: attempt" in e["traceback"] for e in recorded)
