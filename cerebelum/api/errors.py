@@ -108,11 +108,8 @@ def install_error_handlers(app: FastAPI) -> None:
     for error in (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                   asyncpg.CannotConnectNowError):  # fmt: skip
         app.add_exception_handler(error, database_unavailable)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> OrjsonResponse:
-        log.exception("api: unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error")
+    # Errors no handler takes are answered 500 by the entrance (cerebelum.api.guard.Gate),
+    # with the security headers.
 
 
 def _describe(error: Any) -> dict[str, Any]:

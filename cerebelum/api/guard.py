@@ -5,7 +5,8 @@ browser's preflight, which carries no token, is answered):
 
 `Gate`, on every request and response:
   1. the Host header must be an allowed host (CEREBELUM_API_ALLOWED_HOSTS) → else 400;
-  2. every response gets the security headers (SECURITY_HEADERS).
+  2. every response gets the security headers (SECURITY_HEADERS), a 500 too: an error no
+     handler took is logged and answered here (Starlette's own 500 would bypass the headers).
 
 `Guard`, on every request but the public probes (/healthz, /readyz):
   1. a bearer token the tokens file knows, or a JWT the configured provider signed
@@ -92,7 +93,20 @@ class Gate:
             refusal = error_response(400, "Host header not allowed", host=host)
             await refusal(scope, receive, send_with_headers)
             return
-        await self.app(scope, receive, send_with_headers)
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            if started:
+                raise  # half a response is out: the server can only drop the connection
+            log.exception("api: unhandled error on %s %s", scope["method"], scope["path"])
+            await error_response(500, "internal error")(scope, receive, send_with_headers)
 
 
 class HostRule:

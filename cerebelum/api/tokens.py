@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +40,11 @@ TOKEN_PREFIX = "cbl_"  # tells a leaked token apart in logs and secret scanners
 # 32 random bytes: 256 bits, beyond any guessing, and the size secrets' docs recommend.
 TOKEN_BYTES = 32
 HASH_PREFIX = "sha256"
+
+log = logging.getLogger(__name__)
+
+# How often the tokens file is looked at again for changes (one stat, on a request).
+RELOAD_CHECK_S = 1.0
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -170,6 +178,54 @@ def load_token_book(path: Path) -> TokenBook:
     return TokenBook(tokens)
 
 
+class TokenFile:
+    """The tokens file, read again when it changes, so a token made or revoked counts without
+    a restart: on a request, at most every RELOAD_CHECK_S, one stat; a file whose modification
+    time, size or inode changed is read again.
+
+    A changed file that cannot be read, holds a bad line or no token leaves the tokens read
+    before in force and is logged as an error (as a proxy keeps its old configuration when a
+    new one is broken): a file caught half-written never locks every caller out. Write it
+    whole and rename it into place (`cerebelum api token create --file` does) to revoke.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.clock = clock
+        self._seen = self._stamp()
+        self.book = load_token_book(path)
+        self._next_check = clock() + RELOAD_CHECK_S
+
+    def authenticate(self, presented: str) -> StoredToken | None:
+        self._maybe_reload()
+        return self.book.authenticate(presented)
+
+    def _maybe_reload(self) -> None:
+        now = self.clock()
+        if now < self._next_check:
+            return
+        self._next_check = now + RELOAD_CHECK_S
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            book = load_token_book(self.path)
+        except ConfigurationError as exc:
+            log.error("api: the tokens file changed and is not used, the previous tokens "
+                      "stay in force: %s", exc)  # fmt: skip
+            return
+        self.book = book
+        log.info("api: tokens file %s read again: %d tokens", self.path, len(book.tokens))
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Verifier(Protocol):
     """Checks a bearer token that is not one of ours (a JWT: cerebelum.api.oidc)."""
 
@@ -180,7 +236,9 @@ class Authenticator:
     """Who a bearer token names: one of the tokens file's (they start with TOKEN_PREFIX), or
     else a JWT the verifier accepts."""
 
-    def __init__(self, tokens: TokenBook | None, verifier: Verifier | None = None) -> None:
+    def __init__(
+        self, tokens: TokenBook | TokenFile | None, verifier: Verifier | None = None
+    ) -> None:
         self.tokens = tokens
         self.verifier = verifier
 
@@ -203,7 +261,7 @@ def load_authenticator(api: ApiSettings) -> Authenticator | None:
             "CEREBELUM_API_JWKS_URL, or CEREBELUM_API_AUTH=off where everyone who can reach "
             "the API may start, signal and cancel executions"
         )
-    tokens = None if api.tokens_file is None else load_token_book(Path(api.tokens_file))
+    tokens = None if api.tokens_file is None else TokenFile(Path(api.tokens_file))
     verifier = None
     if api.jwks_url is not None:
         from cerebelum.api.oidc import JwtVerifier  # PyJWT: only when JWTs are configured

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cerebelum.api import create_app
-from cerebelum.api.guard import HostRule
+from cerebelum.api.guard import SCOPE_KEY, HostRule
 from cerebelum.api.tokens import ADMIN, CANCEL, READ, SIGNAL, START, token_line
 from cerebelum.config import ApiSettings
 from cerebelum.errors import ConfigurationError
@@ -233,3 +233,22 @@ async def test_with_auth_off_the_rest_of_the_entrance_still_applies() -> None:
 def test_the_app_refuses_to_be_made_with_auth_on_and_no_tokens() -> None:
     with pytest.raises(ConfigurationError, match="no tokens are configured"):
         create_app(api=ApiSettings())
+
+
+async def test_an_unhandled_error_is_a_500_in_the_error_shape_with_the_headers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(api=ApiSettings(auth=False))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken, openapi_extra={SCOPE_KEY: READ})
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        response = await http.get("/broken")
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error"}  # the bug's text stays in the log
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value, name
+    assert "unhandled error on GET /broken" in caplog.text and "a bug" in caplog.text

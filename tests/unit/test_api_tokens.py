@@ -11,12 +11,14 @@ from cerebelum.api.tokens import (
     ADMIN,
     CANCEL,
     READ,
+    RELOAD_CHECK_S,
     SCOPES,
     SIGNAL,
     START,
     TOKEN_PREFIX,
     Caller,
     TokenBook,
+    TokenFile,
     allows,
     hash_token,
     load_authenticator,
@@ -26,6 +28,7 @@ from cerebelum.api.tokens import (
     parse_tokens,
     token_line,
 )
+from cerebelum.cli.main import main as cli
 from cerebelum.config import DEFAULT_ALLOWED_HOSTS, ApiSettings
 from cerebelum.errors import ConfigurationError
 
@@ -143,3 +146,64 @@ def test_api_settings_from_the_environment(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="CEREBELUM_API_AUTH must be 'on' or 'off'"):
         ApiSettings.from_env({"CEREBELUM_API_AUTH": "no"})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_tokens_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    first, second = new_token(), new_token()
+    path.write_text(token_line("first", [READ], first) + "\n")
+    clock = Clock()
+    tokens = TokenFile(path, clock)
+    assert tokens.authenticate(first) is not None and tokens.authenticate(second) is None
+
+    path.write_text(token_line("second", [READ], second) + "\n")  # first revoked, second made
+    assert tokens.authenticate(first) is not None, "looked at again only every RELOAD_CHECK_S"
+    clock.now += RELOAD_CHECK_S
+    assert tokens.authenticate(first) is None
+    found = tokens.authenticate(second)
+    assert found is not None and found.name == "second"
+
+
+def test_a_broken_tokens_file_leaves_the_previous_tokens_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens"
+    token = new_token()
+    path.write_text(token_line("ops", [ADMIN], token) + "\n")
+    clock = Clock()
+    tokens = TokenFile(path, clock)
+    for broken in ("ops:admin:sha256:half-writ", ""):
+        path.write_text(broken)
+        clock.now += RELOAD_CHECK_S
+        assert tokens.authenticate(token) is not None, broken
+        assert "previous tokens stay in force" in caplog.text
+        caplog.clear()
+    path.unlink()
+    clock.now += RELOAD_CHECK_S
+    assert tokens.authenticate(token) is not None
+    assert "cannot read the tokens file" in caplog.text
+
+
+def test_token_create_and_revoke_rewrite_the_file_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tokens"
+    for name in ("alice", "bob"):
+        assert cli(["api", "token", "create", "--name", name, "--scopes", "read",
+                    "--file", str(path)]) == 0  # fmt: skip
+    alice, bob = capsys.readouterr().out.split("\n")[:2]
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert cli(["api", "token", "revoke", "--name", "alice", "--file", str(path)]) == 0
+    book = TokenBook(parse_tokens(path.read_text()))
+    assert book.authenticate(alice) is None and book.authenticate(bob) is not None
+    assert cli(["api", "token", "revoke", "--name", "alice", "--file", str(path)]) == 2
+    assert "has no token named 'alice'" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]  # no temporary file left
