@@ -31,6 +31,7 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
 from __future__ import annotations
 
 import traceback as _traceback
+from collections.abc import Callable
 from typing import Any
 
 from cerebelum.constants import EVENT_SCHEMA
@@ -118,10 +119,20 @@ def exception_info(exc: BaseException) -> dict[str, Any]:
     return error_info(type(exc).__name__, str(exc), types=types)
 
 
-def traceback_text(exc: BaseException, limit: int = MAX_TRACEBACK_BYTES) -> str:
+def traceback_text(
+    exc: BaseException,
+    limit: int = MAX_TRACEBACK_BYTES,
+    outer: Callable[[str], bool] | None = None,
+) -> str:
     """`exc`'s formatted traceback, cut to `limit` bytes (UTF-8) at line boundaries: the first
-    line and the innermost frames (the end, where the error was raised) are kept."""
-    text = "".join(_traceback.format_exception(exc))
+    line and the innermost frames (the end, where the error was raised) are kept. The
+    outermost frames whose file name `outer` accepts are left out (the machinery that called
+    the step, not the step), though never the last frame."""
+    tb = exc.__traceback__
+    if outer is not None:
+        while tb is not None and tb.tb_next is not None and outer(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+    text = "".join(_traceback.format_exception(type(exc), exc, tb))
     return truncate_traceback(text, limit)
 
 

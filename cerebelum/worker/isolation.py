@@ -91,7 +91,7 @@ def _describe(exitcode: int | None) -> str:
 
 
 def _child(effect: RunStep, sender: Connection) -> None:
-    from cerebelum.worker.runner import check_result
+    from cerebelum.worker.runner import check_result, is_machinery
 
     # The fork copied the parent's running event loop marker; this process has no loop.
     asyncio.events._set_running_loop(None)
@@ -102,7 +102,7 @@ def _child(effect: RunStep, sender: Connection) -> None:
         check_result(value)
         reply: tuple[bool, Any] = (True, value)
     except BaseException as exc:  # noqa: BLE001 - the step's own failure is data
-        reply = (False, (exception_info(exc), traceback_text(exc)))
+        reply = (False, (exception_info(exc), traceback_text(exc, outer=is_machinery)))
     try:
         sender.send(reply)
     finally:

@@ -13,8 +13,10 @@ step runs in inherits it), so the user's own log lines carry them too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,9 +124,22 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
     except Exception as exc:  # a step's own failure is data, recorded as StepFailed
         return StepOutcome(
             effect.execution_id, step.name, effect.token, ok=False, error=exception_info(exc),
-            traceback=traceback_text(exc),
+            traceback=traceback_text(exc, outer=is_machinery),
         )  # fmt: skip
     return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=value)
+
+
+# Where the frames that call a step come from: this package's worker and the standard library's
+# asyncio and thread pool. A step's recorded traceback starts below them, at the step.
+_MACHINERY = tuple(
+    os.path.dirname(path) + os.sep
+    for path in (__file__, asyncio.__file__, concurrent.futures.__file__)
+)
+
+
+def is_machinery(filename: str) -> bool:
+    """Whether a frame of file `filename` is the worker's or the stdlib's, not a step's."""
+    return filename.startswith(_MACHINERY)
 
 
 def check_result(value: Any) -> None:

@@ -71,6 +71,9 @@ async def test_a_failed_step_reports_its_traceback_and_logs_it_in_context(
     assert outcome.traceback.startswith("Traceback (most recent call last):")
     assert "raise LookupError(f\"no {inputs['what']}\")" in outcome.traceback
     assert outcome.traceback.rstrip().endswith("LookupError: no tea")
+    # It starts at the step: the runner's, asyncio's and the thread pool's frames are left out.
+    frames = [line for line in outcome.traceback.splitlines() if line.startswith("  File ")]
+    assert frames and __file__ in frames[0] and f"in {failing.name}" in frames[0], frames
     assert [(w, s) for w, s, _ in observed] == [("shop", failing.name)]
 
     lines = handler.lines

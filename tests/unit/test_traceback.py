@@ -85,3 +85,13 @@ def test_step_failed_without_a_traceback_has_no_field() -> None:
 def test_run_step_names_its_workflow() -> None:
     _, _, (run,) = decide(None, StartExecution("e-2", "w3", {"n": 1}), 0, REGISTRY)
     assert run.workflow == "w3"
+
+
+def test_the_outer_frames_of_the_machinery_are_left_out_but_never_the_last() -> None:
+    whole = traceback_text(raised(1))
+    assert "in raised" in whole and whole.count("  File ") == 4  # raised, deep, deeper, deep
+    trimmed = traceback_text(raised(1), outer=lambda filename: True)
+    assert trimmed.startswith("Traceback (most recent call last):")
+    frames = [line for line in trimmed.splitlines() if line.startswith("  File ")]
+    assert len(frames) == 1 and "in deep" in frames[0]  # everything outer dropped, not the last
+    assert trimmed.rstrip().endswith("KeyError: 'the innermost frame'")
