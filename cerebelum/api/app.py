@@ -6,7 +6,8 @@
     POST /executions/{id}/cancel    {"reason"?}  → 202                               scope cancel
     GET  /executions/{id}           the executions row, its partition and owner      scope read
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)  read
-    GET  /executions                newest first (?status=&workflow=&limit=)         scope read
+    GET  /executions                filtered, newest first, keyset pages (?cursor=)  scope read
+    GET  /executions/{id}/state     the state at ?version=N, or ?diff=A..B           scope read
     GET  /cluster                   workers, the partitions each owns, lag, live     scope admin
     GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
     GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
@@ -64,6 +65,7 @@ from cerebelum.api.errors import (
     install_error_handlers,
 )
 from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
+from cerebelum.api.reads import add_read_routes
 from cerebelum.api.telemetry import add_metrics
 from cerebelum.api.tokens import (
     ADMIN,
@@ -95,11 +97,7 @@ OWNER_TIMEOUT_S = 1.0
 # ten: quick to notice a broker that is back, cheap while it stays away.
 CONNECT_RETRY_FIRST_S = 0.5
 CONNECT_RETRY_MAX_S = 10.0
-# A list filter is compared, never stored; the bound keeps garbage out of the query.
-MAX_WORKFLOW_LENGTH = 200
-# Lists are bounded so one request cannot read the whole table.
-DEFAULT_LIST_LIMIT = 100
-MAX_LIST_LIMIT = 1_000
+# Event pages are bounded so one request cannot read a whole long history.
 DEFAULT_EVENTS_LIMIT = 1_000
 MAX_EVENTS_LIMIT = 10_000
 
@@ -166,6 +164,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     install_error_handlers(app)
     app.state.metrics = add_metrics(app)
     _add_routes(app)
+    add_read_routes(app)
     _add_entrance(app, api, authenticator)
     return app
 
@@ -363,20 +362,6 @@ def _add_routes(app: FastAPI) -> None:
         if events is None:
             return error_response(404, "execution not found", execution_id=execution_id)
         return OrjsonResponse({"execution_id": execution_id, "events": events})
-
-    @app.get(
-        "/executions",
-        openapi_extra={SCOPE_KEY: READ},
-        responses=documented(422, 503, s503="PostgreSQL cannot be reached; retry."),
-    )
-    async def list_executions(
-        request: Request,
-        status: Annotated[str | None, Query(max_length=100)] = None,
-        workflow: Annotated[str | None, Query(max_length=MAX_WORKFLOW_LENGTH)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
-    ) -> OrjsonResponse:
-        rows = await queries.list_executions(request.app.state.pool, status, workflow, limit)
-        return OrjsonResponse({"executions": rows})
 
     @app.get(
         "/healthz",

@@ -11,11 +11,6 @@ EXECUTION_COLUMNS = (
     "execution_id, workflow, workflow_version, status, current_step, inputs, output, error, "
     "started_at, updated_at, finished_at, last_version"
 )
-# The list view leaves out the payloads (inputs, output, error), which may be large.
-SUMMARY_COLUMNS = (
-    "execution_id, workflow, workflow_version, status, current_step, "
-    "started_at, updated_at, finished_at, last_version"
-)
 
 
 async def get_execution(pool: asyncpg.Pool, execution_id: str) -> dict[str, Any] | None:
@@ -42,28 +37,6 @@ async def list_events(
             "SELECT EXISTS (SELECT 1 FROM events WHERE execution_id = $1)", execution_id
         ):
             return None
-    return [dict(r) for r in rows]
-
-
-async def list_executions(
-    pool: asyncpg.Pool, status: str | None, workflow: str | None, limit: int
-) -> list[dict[str, Any]]:
-    """Executions newest first, optionally filtered by status and workflow."""
-    conditions: list[str] = []
-    args: list[Any] = []
-    if status is not None:
-        args.append(status)
-        conditions.append(f"status = ${len(args)}")
-    if workflow is not None:
-        args.append(workflow)
-        conditions.append(f"workflow = ${len(args)}")
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    args.append(limit)
-    rows = await pool.fetch(
-        f"SELECT {SUMMARY_COLUMNS} FROM executions {where} "
-        f"ORDER BY started_at DESC NULLS LAST LIMIT ${len(args)}",
-        *args,
-    )
     return [dict(r) for r in rows]
 
 

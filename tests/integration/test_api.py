@@ -212,7 +212,7 @@ async def test_an_execution_and_its_events(api: httpx.AsyncClient, pool: asyncpg
         assert [e["execution_id"] for e in listed] == [eid]
         assert "inputs" not in listed[0]
     listed = await api.get("/executions", params={"workflow": workflow, "status": "failed"})
-    assert listed.json() == {"executions": []}
+    assert listed.json() == {"executions": [], "next_cursor": None}
     listed = (await api.get("/executions", params={"status": "completed", "limit": 1})).json()
     assert len(listed["executions"]) == 1
 

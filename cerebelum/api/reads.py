@@ -1,0 +1,135 @@
+"""The API's list and time-travel reads (PostgreSQL):
+
+GET /executions                 filtered, newest first, keyset pages (cerebelum.api.listing)
+GET /executions/{id}/state      ?version=N: the state after event N (default: the latest);
+                                ?diff=A..B: what changed from version A to version B
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+
+from cerebelum.api import listing
+from cerebelum.api.errors import ExecutionId, OrjsonResponse, documented, error_response
+from cerebelum.api.guard import SCOPE_KEY
+from cerebelum.api.timetravel import diff, states_at
+from cerebelum.api.tokens import READ
+
+# A list filter is compared, never stored; the bound keeps garbage out of the query.
+MAX_FILTER_LENGTH = 200
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1_000
+MAX_STATUSES = 16
+# Time travel folds the history from its start: longer histories are refused, not slow.
+MAX_FOLD_EVENTS = 100_000
+_DIFF = re.compile(r"^(\d{1,9})\.\.(\d{1,9})$")
+_PG_503 = "PostgreSQL cannot be reached; retry."
+
+
+def add_read_routes(app: FastAPI) -> None:
+    @app.get(
+        "/executions",
+        openapi_extra={SCOPE_KEY: READ},
+        responses=documented(422, 503, s503=_PG_503),
+    )
+    async def list_executions(
+        request: Request,
+        workflow: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
+        status: Annotated[
+            list[str] | None, Query(max_length=MAX_STATUSES, description="any of these")
+        ] = None,
+        id_prefix: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        sort: Annotated[str, Query(pattern="^(started|updated)$")] = "started",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=1_000)] = None,
+    ) -> OrjsonResponse:
+        """Executions newest first (by `sort`), a page at a time: pass the response's
+        `next_cursor` as `cursor` for the next page (null: no more). Also filters
+        `input.<path>=<value>` and `output.<path>=<value>` (JSON containment, e.g.
+        `?input.customer=c-42`). Unknown parameters are refused (422)."""
+        params = list(request.query_params.multi_items())
+        unknown = listing.unknown_parameters([name for name, _ in params])
+        if unknown:
+            known = [*sorted(listing.PLAIN_PARAMETERS), "input.*", "output.*"]
+            message = f"unknown query parameters: {', '.join(unknown)}"
+            return error_response(422, message, known=known)
+        if status is not None and any(len(s) > MAX_FILTER_LENGTH for s in status):
+            return error_response(422, f"a status is at most {MAX_FILTER_LENGTH} characters")
+        try:
+            wanted = listing.ListRequest(
+                workflow=workflow, statuses=sorted(set(status or [])), id_prefix=id_prefix,
+                started_after=started_after, started_before=started_before,
+                updated_after=updated_after, updated_before=updated_before,
+                sort=sort, limit=limit, cursor=cursor, contains=listing.json_filters(params),
+            )  # fmt: skip
+            sql, args = listing.build_query(wanted, _SUMMARY_COLUMNS)
+        except listing.ListProblem as problem:
+            return error_response(422, str(problem))
+        rows = [dict(r) for r in await request.app.state.pool.fetch(sql, *args)]
+        return OrjsonResponse(listing.page(wanted, rows))
+
+    @app.get(
+        "/executions/{execution_id}/state",
+        openapi_extra={SCOPE_KEY: READ},
+        responses=documented(404, 422, 503, s503=_PG_503),
+    )
+    async def execution_state(
+        execution_id: ExecutionId,
+        request: Request,
+        version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+        diff_: Annotated[
+            str | None, Query(alias="diff", description="A..B: what changed from A to B")
+        ] = None,
+    ) -> OrjsonResponse:
+        """The execution's state after event `version` (default: its latest), folded from its
+        history by the engine's own code; or with `diff=A..B` the changes from the state at
+        version A to the one at B (paths, op added/removed/changed, from, to)."""
+        if diff_ is not None and version is not None:
+            return error_response(422, "give version or diff, not both")
+        versions: list[int] = []
+        if diff_ is not None:
+            m = _DIFF.match(diff_)
+            if m is None or not 1 <= int(m[1]) <= int(m[2]):
+                return error_response(422, "diff must be A..B with 1 <= A <= B")
+            versions = [int(m[1]), int(m[2])]
+        pool = request.app.state.pool
+        async with pool.acquire() as conn:
+            last = await conn.fetchval(
+                "SELECT max(version) FROM events WHERE execution_id = $1", execution_id
+            )
+            if last is None:
+                return error_response(404, "execution not found", execution_id=execution_id)
+            versions = versions or [version or last]
+            if max(versions) > last:
+                return error_response(404, f"the execution has no version {max(versions)} yet",
+                                      execution_id=execution_id, last_version=last)  # fmt: skip
+            if max(versions) > MAX_FOLD_EVENTS:
+                return error_response(422, f"time travel folds at most {MAX_FOLD_EVENTS} events")
+            rows = await conn.fetch(
+                "SELECT data FROM events WHERE execution_id = $1 AND version <= $2 "
+                "ORDER BY version",
+                execution_id,
+                max(versions),
+            )
+        states = states_at((r["data"] for r in rows), versions)
+        body: dict[str, Any] = {"execution_id": execution_id, "last_version": last}
+        if diff_ is not None:
+            a, b = versions
+            body.update({"from_version": a, "to_version": b, "changes": diff(states[a], states[b])})
+        else:
+            body.update({"version": versions[0], "state": states[versions[0]]})
+        return OrjsonResponse(body)
+
+
+_SUMMARY_COLUMNS = (
+    "execution_id, workflow, workflow_version, status, current_step, "
+    "started_at, updated_at, finished_at, last_version"
+)
