@@ -4,7 +4,7 @@
     POST /executions/{id}/signals/{name}   body: the payload (any JSON; empty = null) → 202
                                                                                     scope signal
     POST /executions/{id}/cancel    {"reason"?}  → 202                               scope cancel
-    GET  /executions/{id}           the executions row, its partition and owner      scope read
+    GET  /executions/{id}           the executions row, partition, owner, step table  scope read
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)  read
     GET  /executions                filtered, newest first, keyset pages (?cursor=)  scope read
     GET  /executions/{id}/state     the state at ?version=N, or ?diff=A..B           scope read
@@ -66,6 +66,7 @@ from cerebelum.api.errors import (
 )
 from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
 from cerebelum.api.reads import add_read_routes
+from cerebelum.api.steps import step_table
 from cerebelum.api.telemetry import add_metrics
 from cerebelum.api.tokens import (
     ADMIN,
@@ -343,6 +344,10 @@ def _add_routes(app: FastAPI) -> None:
             return error_response(404, "execution not found", execution_id=execution_id)
         row["partition"] = partition_for(execution_id)
         row["owner"] = await _owner(request.app.state.cluster, row["partition"])
+        events = await queries.list_events(request.app.state.pool, execution_id, 0,
+                                           MAX_EVENTS_LIMIT) or []  # fmt: skip
+        row["steps"] = step_table(e["data"] for e in events)
+        row["steps_complete"] = len(events) < MAX_EVENTS_LIMIT  # else: from the first events
         return OrjsonResponse(row)
 
     @app.get(

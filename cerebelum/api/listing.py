@@ -34,6 +34,11 @@ SORTS = {
     "started": "coalesce(started_at, '-infinity'::timestamptz)",
     "updated": "updated_at",
 }
+# A list leaves out the payloads (inputs, output, error), which may be large.
+SUMMARY_COLUMNS = (
+    "execution_id, workflow, workflow_version, status, current_step, "
+    "started_at, updated_at, finished_at, last_version"
+)
 PLAIN_PARAMETERS = frozenset(
     {"workflow", "status", "id_prefix", "started_after", "started_before", "updated_after",
      "updated_before", "sort", "limit", "cursor"}

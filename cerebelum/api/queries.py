@@ -40,6 +40,29 @@ async def list_events(
     return [dict(r) for r in rows]
 
 
+async def history_upto(
+    pool: asyncpg.Pool, execution_id: str, version: int | None
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """(the execution's last version, its events' data from version 1 to `version` or to its
+    last); (None, []) if it has no events."""
+    async with pool.acquire() as conn:
+        last = await conn.fetchval(
+            "SELECT max(version) FROM events WHERE execution_id = $1", execution_id
+        )
+        if last is None:
+            return None, []
+        rows = await conn.fetch(
+            "SELECT data FROM events WHERE execution_id = $1 AND version <= $2 ORDER BY version",
+            execution_id,
+            min(version or last, last),
+        )
+    return last, [r["data"] for r in rows]
+
+
+async def list_page(pool: asyncpg.Pool, sql: str, args: list[Any]) -> list[dict[str, Any]]:
+    return [dict(r) for r in await pool.fetch(sql, *args)]
+
+
 async def database_ok(pool: asyncpg.Pool, timeout: float) -> bool:
     """True if a connection answers `SELECT 1` within `timeout` seconds."""
     try:

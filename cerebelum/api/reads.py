@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 
-from cerebelum.api import listing
+from cerebelum.api import listing, queries
 from cerebelum.api.errors import ExecutionId, OrjsonResponse, documented, error_response
 from cerebelum.api.guard import SCOPE_KEY
 from cerebelum.api.timetravel import diff, states_at
@@ -70,10 +70,10 @@ def add_read_routes(app: FastAPI) -> None:
                 updated_after=updated_after, updated_before=updated_before,
                 sort=sort, limit=limit, cursor=cursor, contains=listing.json_filters(params),
             )  # fmt: skip
-            sql, args = listing.build_query(wanted, _SUMMARY_COLUMNS)
+            sql, args = listing.build_query(wanted, listing.SUMMARY_COLUMNS)
         except listing.ListProblem as problem:
             return error_response(422, str(problem))
-        rows = [dict(r) for r in await request.app.state.pool.fetch(sql, *args)]
+        rows = await queries.list_page(request.app.state.pool, sql, args)
         return OrjsonResponse(listing.page(wanted, rows))
 
     @app.get(
@@ -100,26 +100,17 @@ def add_read_routes(app: FastAPI) -> None:
             if m is None or not 1 <= int(m[1]) <= int(m[2]):
                 return error_response(422, "diff must be A..B with 1 <= A <= B")
             versions = [int(m[1]), int(m[2])]
-        pool = request.app.state.pool
-        async with pool.acquire() as conn:
-            last = await conn.fetchval(
-                "SELECT max(version) FROM events WHERE execution_id = $1", execution_id
-            )
-            if last is None:
-                return error_response(404, "execution not found", execution_id=execution_id)
-            versions = versions or [version or last]
-            if max(versions) > last:
-                return error_response(404, f"the execution has no version {max(versions)} yet",
-                                      execution_id=execution_id, last_version=last)  # fmt: skip
-            if max(versions) > MAX_FOLD_EVENTS:
-                return error_response(422, f"time travel folds at most {MAX_FOLD_EVENTS} events")
-            rows = await conn.fetch(
-                "SELECT data FROM events WHERE execution_id = $1 AND version <= $2 "
-                "ORDER BY version",
-                execution_id,
-                max(versions),
-            )
-        states = states_at((r["data"] for r in rows), versions)
+        wanted = max(versions) if versions else version
+        if wanted is not None and wanted > MAX_FOLD_EVENTS:
+            return error_response(422, f"time travel folds at most {MAX_FOLD_EVENTS} events")
+        last, history = await queries.history_upto(request.app.state.pool, execution_id, wanted)
+        if last is None:
+            return error_response(404, "execution not found", execution_id=execution_id)
+        versions = versions or [version or last]
+        if max(versions) > last:
+            return error_response(404, f"the execution has no version {max(versions)} yet",
+                                  execution_id=execution_id, last_version=last)  # fmt: skip
+        states = states_at(history, versions)
         body: dict[str, Any] = {"execution_id": execution_id, "last_version": last}
         if diff_ is not None:
             a, b = versions
@@ -127,9 +118,3 @@ def add_read_routes(app: FastAPI) -> None:
         else:
             body.update({"version": versions[0], "state": states[versions[0]]})
         return OrjsonResponse(body)
-
-
-_SUMMARY_COLUMNS = (
-    "execution_id, workflow, workflow_version, status, current_step, "
-    "started_at, updated_at, finished_at, last_version"
-)

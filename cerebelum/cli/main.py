@@ -18,6 +18,7 @@ COMMANDS = (
     "start",
     "signal",
     "status",
+    "executions",
     "cluster",
     "verify",
     "topics",

@@ -23,6 +23,7 @@ from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
 from tests.helpers import API_HEADERS, api_settings
+from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +248,41 @@ async def test_time_travel_refusals(
     assert says in response.json()["error"]
     nobody = await api.get(f"/executions/nobody-{uuid.uuid4().hex}/state")
     assert nobody.status_code == 404
+
+
+async def test_the_cli_lists_pages_describes_and_travels(
+    settings: Settings, population: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    workflow, ids = population["workflow"], population["ids"]
+    listed = await acli(settings, "list", "--workflow", workflow, "--limit", "10", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [orjson.loads(line)["execution_id"] for line in listed.stdout.splitlines()] == (
+        ids[::-1][:10])  # fmt: skip
+    cursor = listed.stderr.split("--cursor ")[1].split()[0]
+    second = await acli(settings, "list", "--workflow", workflow, "--limit", "10", "--cursor",
+                        cursor, "--input", "customer=c-1")  # fmt: skip
+    assert second.returncode == 0 and second.stdout.startswith("EXECUTION")
+    assert [line.split()[0] for line in second.stdout.splitlines()[1:]] == [
+        ids[n] for n in range(25) if n % 3 == 1
+    ][::-1][3:]  # fmt: skip  (filters then pages)
+
+    eid = f"travel-{uuid.uuid4().hex}"
+    golden = [{**e, "execution_id": eid} for e in json.loads(GOLDEN.read_text())]
+    await mirror(pool, golden)
+    described = await acli(settings, "describe", eid)
+    assert described.returncode == 0, described.stderr
+    assert "approval" in described.stdout and "completed" in described.stdout
+    history = await acli(settings, "history", eid, "--json")
+    assert [orjson.loads(line) for line in history.stdout.splitlines()] == golden
+    state = await acli(settings, "state", eid, "--version", "10")
+    assert orjson.loads(state.stdout)["state"]["waiting"] == "approval"
+    changes = await acli(settings, "state", eid, "--diff", "10..12")
+    paths = {orjson.loads(line)["path"] for line in changes.stdout.splitlines()}
+    assert {"signals.approval", "version"} <= paths
+
+    for args, says in [(("state", eid, "--version", "99"), "has no version 99 yet"),
+                       (("describe", "bad id"), "may only contain"),
+                       (("list", "--input", "nopath"), "give PATH=VALUE")]:  # fmt: skip
+        result = await acli(settings, *args)
+        assert result.returncode != 0 and says in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
