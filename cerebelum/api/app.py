@@ -43,11 +43,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,6 +77,14 @@ from cerebelum.api.tokens import (
     Authenticator,
     load_authenticator,
 )
+from cerebelum.api.visibility import (
+    MAX_WAIT_S,
+    UNTIL,
+    VISIBILITY_WAIT_S,
+    VISIBLE,
+    MirrorWatch,
+    TooManyWaiters,
+)
 from cerebelum.client import Client, partition_for
 from cerebelum.config import ApiSettings, Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
@@ -101,6 +109,11 @@ CONNECT_RETRY_MAX_S = 10.0
 # Event pages are bounded so one request cannot read a whole long history.
 DEFAULT_EVENTS_LIMIT = 1_000
 MAX_EVENTS_LIMIT = 10_000
+
+
+Until = Literal[UNTIL]  # type: ignore[valid-type]
+_UNTIL = "visible (mirrored), terminal (completed, failed or cancelled), or a status"
+_WAIT = "wait up to this many seconds for the mirror to have the execution as `until` says"
 
 
 class CancelRequest(BaseModel):
@@ -143,11 +156,13 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         probe = PartitionProbe(settings, inspector)
         app.state.pool, app.state.client, app.state.cluster = pool, client, inspector
         app.state.directory, app.state.probe = directory, probe
+        app.state.watch = watch = MirrorWatch(settings.database_url, pool)
         loop = asyncio.get_running_loop()
         app.state.first_connect = asyncio.Event()
         background = [
             loop.create_task(_connect(client, app.state.first_connect)),
             loop.create_task(directory.run()),
+            loop.create_task(watch.run()),
         ]
         try:
             yield
@@ -247,7 +262,12 @@ def _add_routes(app: FastAPI) -> None:
             ),
         },
     )  # fmt: skip
-    async def start_execution(body: StartRequest, request: Request) -> OrjsonResponse:
+    async def start_execution(
+        body: StartRequest,
+        request: Request,
+        wait: Annotated[float | None, Query(gt=0, le=MAX_WAIT_S, description=_WAIT)] = None,
+        until: Annotated[Until, Query(description=_UNTIL)] = VISIBLE,
+    ) -> OrjsonResponse:
         client: Client = request.app.state.client
         inputs = {} if body.inputs is None else body.inputs
         # Chosen here, not in the client, so a 503 can name it and a retry stays idempotent.
@@ -272,10 +292,17 @@ def _add_routes(app: FastAPI) -> None:
                 "Kafka did not acknowledge the start command; retry with this execution_id",
                 execution_id=execution_id,
             )
-        return OrjsonResponse(
-            {"execution_id": execution_id, "partition": partition_for(execution_id)},
-            status_code=202,
-        )
+        request.app.state.watch.started(execution_id)
+        answer: dict[str, Any] = {
+            "execution_id": execution_id,
+            "partition": partition_for(execution_id),
+        }
+        if wait is not None:
+            met = await _wait(request, execution_id, until, wait)
+            pool = request.app.state.pool
+            answer["until"] = {"condition": until, "met": met}
+            answer["execution"] = await queries.get_execution(pool, execution_id)
+        return OrjsonResponse(answer, status_code=202)
 
     @app.post(
         "/executions/{execution_id}/signals/{name}",
@@ -338,10 +365,26 @@ def _add_routes(app: FastAPI) -> None:
         openapi_extra={SCOPE_KEY: READ},
         responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
     )
-    async def get_execution(execution_id: ExecutionId, request: Request) -> OrjsonResponse:
+    async def get_execution(
+        execution_id: ExecutionId,
+        request: Request,
+        until: Annotated[Until | None, Query(description=_UNTIL)] = None,
+        timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_S)] = 10.0,
+    ) -> OrjsonResponse:
+        """The execution as mirrored, with its step table. With `until`, answers once the
+        mirror has it so (or after `timeout` s, `"until": {"met": false}`). A start this API
+        acknowledged and the mirror has not written yet is waited for (up to 5 s), not 404."""
+        watch: MirrorWatch = request.app.state.watch
+        met = None
+        if until is not None:
+            met = await _wait(request, execution_id, until, timeout)
+        elif watch.recently_started(execution_id):
+            await _wait(request, execution_id, VISIBLE, VISIBILITY_WAIT_S)
         row = await queries.get_execution(request.app.state.pool, execution_id)
         if row is None:
             return error_response(404, "execution not found", execution_id=execution_id)
+        if until is not None:
+            row["until"] = {"condition": until, "met": met}
         row["partition"] = partition_for(execution_id)
         row["owner"] = await _owner(request.app.state.cluster, row["partition"])
         events = await queries.list_events(request.app.state.pool, execution_id, 0,
@@ -458,6 +501,14 @@ async def _command(
         {"execution_id": execution_id, "partition": partition_for(execution_id), **accepted},
         status_code=202,
     )
+
+
+async def _wait(request: Request, execution_id: str, until: str, timeout: float) -> bool:
+    watch: MirrorWatch = request.app.state.watch
+    try:
+        return await watch.wait(execution_id, until, timeout)
+    except TooManyWaiters as exc:
+        raise HTTPException(503, f"{exc}; retry", headers={"retry-after": "1"}) from None
 
 
 def _caller(request: Request) -> str:

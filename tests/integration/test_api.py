@@ -496,3 +496,54 @@ async def forwarder(port: int, host: str, target: int) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+
+
+# --- read your writes -----------------------------------------------------------------------------
+
+
+async def test_read_your_writes(
+    api: httpx.AsyncClient, processes: Processes, pool: asyncpg.Pool
+) -> None:
+    processes.worker()
+    processes.mirror()
+    # A start that waits until the mirror has the execution: the row comes with the 202.
+    eid = new_id("ryw")
+    response = await api.post("/executions", params={"wait": 60}, json={
+        "workflow": "approver", "execution_id": eid, "inputs": {"amount": 5}})  # fmt: skip
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["until"] == {"condition": "visible", "met": True}
+    assert body["execution"]["execution_id"] == eid
+
+    # Waiting for a status: pushed by the mirror's NOTIFY, on the API's own LISTEN connection.
+    waiting = await api.get(f"/executions/{eid}", params={"until": "waiting", "timeout": 30})
+    assert waiting.status_code == 200 and waiting.json()["status"] == "waiting"
+    assert waiting.json()["until"] == {"condition": "waiting", "met": True}
+    listeners = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"cerebelum_mirrored\"'"
+    )
+    assert listeners >= 1
+    not_yet = await api.get(f"/executions/{eid}", params={"until": "terminal", "timeout": 0.5})
+    assert not_yet.status_code == 200 and not_yet.json()["until"]["met"] is False
+
+    finished = asyncio.create_task(
+        api.get(f"/executions/{eid}", params={"until": "terminal", "timeout": 60})
+    )
+    await asyncio.sleep(0.2)
+    signal = await api.post(
+        f"/executions/{eid}/signals/decision", json={"approved": True, "by": "ana"}
+    )
+    assert signal.status_code == 202, signal.text
+    done = await finished
+    assert done.json()["status"] == "completed" and done.json()["until"]["met"] is True
+
+    # A GET right after an acknowledged start never answers 404: it waits for the mirror.
+    for _ in range(5):
+        eid = new_id("ryw-get")
+        started = await api.post("/executions", json={"workflow": "w3", "execution_id": eid})
+        assert started.status_code == 202
+        response = await api.get(f"/executions/{eid}")
+        assert response.status_code == 200, response.text
+
+    bad = await api.get(f"/executions/{eid}", params={"until": "finished"})
+    assert bad.status_code == 422
