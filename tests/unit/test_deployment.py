@@ -35,10 +35,15 @@ IMAGE = "cerebelum:local"
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
+def _default(match: re.Match[str]) -> str:
+    operator, default = match.group(2) or "", match.group(3) or ""
+    return "" if "?" in operator else default
+
+
 def interpolate(value: Any) -> Any:
     """`value` with every ${...} replaced by its default (the environment left empty)."""
     if isinstance(value, str):
-        return INTERPOLATION.sub(lambda m: "" if "?" in (m.group(2) or "") else m.group(3) or "", value)
+        return INTERPOLATION.sub(_default, value)
     if isinstance(value, dict):
         return {key: interpolate(item) for key, item in value.items()}
     if isinstance(value, list):
