@@ -4,6 +4,8 @@ them that no schema sees (selectors, probe ports, Secret keys, settings the code
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cerebelum.admin.topics import load_declarations
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 # The oldest Kubernetes still in wide support and the newest the package knows.
@@ -19,12 +23,16 @@ VERSIONS = ("1.30.0", "1.37.0")
 IMAGE_USER = 10001  # the Dockerfile's USER
 
 
+@functools.cache
 def kustomization() -> dict[str, Any]:
-    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return loaded
 
 
+@functools.cache
 def manifests() -> list[tuple[str, dict[str, Any]]]:
-    """(file, document) of every resource the kustomization lists, in order."""
+    """(file, document) of every resource the kustomization lists, in order (read once: a
+    test that changes one works on a copy)."""
     docs = []
     for name in kustomization()["resources"]:
         for doc in yaml.safe_load_all((K8S / name).read_text()):
@@ -93,7 +101,7 @@ def test_every_manifest_follows_the_kubernetes_schemas(version: str) -> None:
     ids=["wrong-type", "unknown-field", "missing-port"],
 )
 def test_the_schema_check_catches_a_broken_manifest(breakage: Any) -> None:
-    doc = resource("StatefulSet", "cerebelum-worker")
+    doc = copy.deepcopy(resource("StatefulSet", "cerebelum-worker"))
     breakage(doc)
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
@@ -202,6 +210,13 @@ def test_every_referenced_config_and_secret_exists() -> None:
             if "secret" in volume:
                 assert volume["secret"]["secretName"] == "cerebelum-credentials"
                 assert {i["key"] for i in volume["secret"]["items"]} <= keys
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in generated_config_maps()
+
+
+def generated_config_maps() -> dict[str, list[str]]:
+    """name -> files of the kustomization's configMapGenerator."""
+    return {g["name"]: g["files"] for g in kustomization().get("configMapGenerator", [])}
 
 
 def test_every_setting_in_the_config_map_is_one_the_code_reads() -> None:
@@ -227,5 +242,21 @@ def test_every_container_is_sized_and_unprivileged() -> None:
 def test_the_init_job_creates_topics_and_tables() -> None:
     job = resource("Job", "cerebelum-init")
     script = container(job)["command"][-1]
-    assert "cerebelum topics apply" in script and "cerebelum db migrate" in script
+    mounts = {m["name"]: m["mountPath"] for m in container(job)["volumeMounts"]}
+    assert f"cerebelum topics apply --file {mounts['topics']}/topics.json" in script
+    assert "cerebelum db migrate" in script
+    assert generated_config_maps()["cerebelum-topics"] == ["topics.json"]
     assert pod_spec(job)["restartPolicy"] == "OnFailure"
+
+
+def test_production_topics_are_the_declared_ones_replicated() -> None:
+    # `topics apply` sets an existing topic's configs to the declared ones, so the durable
+    # settings must be in the file it applies: three replicas, two in sync for a write.
+    declared = load_declarations(ROOT / "topics" / "topics.json")
+    production = load_declarations(K8S / "topics.json")
+    assert [(t.name, t.partitions) for t in production] == [
+        (t.name, t.partitions) for t in declared
+    ]
+    for mine, theirs in zip(production, declared, strict=True):
+        assert mine.replication_factor == 3
+        assert mine.configs == {**theirs.configs, "min.insync.replicas": "2"}
