@@ -147,6 +147,7 @@ def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -
     for name, service in services.items():
         if name in once:
             assert "restart" not in service, f"{name} runs once: restarting it loops"
+            assert service["healthcheck"] == {"disable": True}, name
             continue
         assert healthcheck_command(service)[0] in ("CMD", "CMD-SHELL"), name
         assert service.get("restart") == "unless-stopped", name
