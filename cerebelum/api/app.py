@@ -8,6 +8,8 @@
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)  read
     GET  /executions                filtered, newest first, keyset pages (?cursor=)  scope read
     GET  /executions/{id}/state     the state at ?version=N, or ?diff=A..B           scope read
+    GET  /dlq, /dlq/{id}            dead letters, newest first; one                  scope read
+    POST /dlq/{id}/replay           produce a dead letter's command again            scope admin
     GET  /cluster                   workers, the partitions each owns, lag, live     scope admin
     GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
     GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
@@ -55,6 +57,7 @@ from cerebelum.admin.cluster import ClusterInspector, cluster_view
 from cerebelum.admin.preflight import PartitionProbe, Refusal, check_start, check_target
 from cerebelum.admin.workflows import WorkflowDirectory
 from cerebelum.api import queries
+from cerebelum.api.dead_letters import add_dead_letter_routes
 from cerebelum.api.errors import (
     ExecutionId,
     OrjsonResponse,
@@ -181,6 +184,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     app.state.metrics = add_metrics(app)
     _add_routes(app)
     add_read_routes(app)
+    add_dead_letter_routes(app)
     _add_entrance(app, api, authenticator)
     return app
 

@@ -19,6 +19,7 @@ COMMANDS = (
     "signal",
     "status",
     "executions",
+    "dlq",
     "cluster",
     "verify",
     "topics",

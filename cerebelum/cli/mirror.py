@@ -14,6 +14,7 @@ from cerebelum.config import Settings
 from cerebelum.constants import MIRROR_GROUP
 from cerebelum.db import migrate
 from cerebelum.mirror import Mirror
+from cerebelum.mirror.dead_letters import DeadLetterMirror
 from cerebelum.mirror.faults import is_retried
 from cerebelum.telemetry.http import start_ops_server
 
@@ -76,9 +77,17 @@ async def _serve(settings: Settings, mirror: Mirror, run_migrations: bool) -> No
         for name in applied:
             log.info("applied migration %s", name)
     await mirror.start()
+    dead_letters = None
+    if mirror.pool is not None:
+        dead_letters = asyncio.create_task(
+            DeadLetterMirror(settings, mirror.pool, mirror.stopping).run()
+        )
     try:
         await mirror.run()
     finally:
+        if dead_letters is not None:
+            mirror.request_stop()  # run() returned or failed: the dead letters stop too
+            await dead_letters
         await mirror.stop()
     s = mirror.stats
     log.info("mirror stopped: %d events (%d new), %d malformed", s.events_seen,

@@ -179,6 +179,12 @@ class Client:
         _check_id(execution_id, "execution_id")
         await self._produce(execution_id, cancel_command(execution_id, reason), "cancel")
 
+    async def send_command(self, execution_id: str, value: bytes) -> None:
+        """Produce a command as it is (a dead letter being replayed), keyed by `execution_id`,
+        so it lands on that execution's home partition."""
+        _check_id(execution_id, "execution_id")
+        await self._produce(execution_id, value, "command")
+
     async def run(
         self,
         workflow: str,

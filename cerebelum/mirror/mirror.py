@@ -175,6 +175,11 @@ class Mirror:
         await self.stop()
 
     @property
+    def pool(self) -> asyncpg.Pool | None:
+        """The pool once `start()` opened (or was given) it."""
+        return self._pool
+
+    @property
     def stopping(self) -> asyncio.Event:
         """Set once a stop is requested: what a caller waiting on a service should watch too."""
         return self._stopping

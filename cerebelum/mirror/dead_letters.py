@@ -1,0 +1,129 @@
+"""Mirror cerebelum.dlq into the `dead_letters` table (migration 007), beside the events.
+
+The dead-letter topic is small (a record per refused command), so this is the plain loop: its
+own consumer in its own group (`cerebelum-mirror-dlq`, read_committed), fetch, insert what is new
+(ON CONFLICT DO NOTHING: a re-read changes nothing), then commit the offsets. PostgreSQL or
+Kafka away: wait and try again with backoff; nothing is committed before it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
+
+from cerebelum.backoff import Backoff, sleep_unless_stopping
+from cerebelum.config import Settings
+from cerebelum.constants import (
+    HEADER_DLQ_EXECUTION_ID,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SOURCE_OFFSET,
+    HEADER_DLQ_SOURCE_PARTITION,
+    HEADER_DLQ_SOURCE_TOPIC,
+    MIRROR_GROUP,
+    TOPIC_DLQ,
+)
+
+log = logging.getLogger(__name__)
+
+DLQ_GROUP = f"{MIRROR_GROUP}-dlq"
+FETCH_TIMEOUT_MS = 1_000
+MAX_RECORDS = 1_000
+
+INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letters (kafka_partition, kafka_offset, at, reason, execution_id, source_topic,
+                          source_partition, source_offset, key, value)
+SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
+                     $6::text[], $7::int[], $8::bigint[], $9::bytea[], $10::bytea[])
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
+
+def row_of(record: ConsumerRecord[bytes, bytes]) -> tuple[Any, ...]:
+    headers = {k: v for k, v in (record.headers or ())}
+
+    def text(name: str) -> str | None:
+        value = headers.get(name)
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def number(name: str) -> int | None:
+        value = text(name)
+        return int(value) if value is not None and value.isdigit() else None
+
+    return (
+        record.partition,
+        record.offset,
+        datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        text(HEADER_DLQ_REASON) or "(no reason recorded)",
+        text(HEADER_DLQ_EXECUTION_ID),
+        text(HEADER_DLQ_SOURCE_TOPIC),
+        number(HEADER_DLQ_SOURCE_PARTITION),
+        number(HEADER_DLQ_SOURCE_OFFSET),
+        record.key,
+        record.value or b"",
+    )
+
+
+async def write(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> None:
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    await pool.execute(INSERT_DEAD_LETTERS, *columns)
+
+
+class DeadLetterMirror:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, stopping: asyncio.Event) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.stopping = stopping
+        self.written = 0
+
+    async def run(self) -> None:
+        """Mirror until `stopping` is set; every failure is waited out, never raised."""
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                TOPIC_DLQ,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=DLQ_GROUP,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await consumer.start()
+                backoff.reset()
+                await self._follow(consumer, backoff)
+            except (KafkaError, OSError) as exc:
+                delay = backoff.next_delay()
+                log.warning("mirror: dead letters: Kafka: %r; again in %.1f s", exc, delay)
+                await sleep_unless_stopping(delay, self.stopping)
+            finally:
+                await consumer.stop()
+
+    async def _follow(self, consumer: AIOKafkaConsumer, backoff: Backoff) -> None:
+        while not self.stopping.is_set():
+            fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=MAX_RECORDS)
+            records = [r for batch in fetched.values() for r in batch]
+            if not records:
+                continue
+            while not self.stopping.is_set():
+                try:
+                    await write(self.pool, [row_of(r) for r in records])
+                    backoff.reset()
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    delay = backoff.next_delay()
+                    log.warning("mirror: dead letters: PostgreSQL: %r; again in %.1f s", exc,
+                                delay)  # fmt: skip
+                    await sleep_unless_stopping(delay, self.stopping)
+            else:
+                return  # stopping before the write: the offsets stay, the records are re-read
+            offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+            await consumer.commit(offsets)
+            self.written += len(records)
+            log.info("mirror: %d dead letters recorded", len(records))

@@ -1,0 +1,106 @@
+"""Dead letters end to end: a worker refuses a command, the mirror copies the DLQ record into
+PostgreSQL, the API lists and shows it, and a replay keyed by the execution id runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from cerebelum.api import create_app
+from cerebelum.config import Settings
+from cerebelum.constants import TOPIC_COMMANDS
+from cerebelum.core.commands import start_command
+from tests.conftest import Processes
+from tests.helpers import API_HEADERS, api_settings
+from tests.integration.test_cli import acli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, api_settings(tmp_path_factory.mktemp("api")))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=API_HEADERS
+        ) as http:
+            yield http
+
+
+async def listed(api: httpx.AsyncClient, execution_id: str, timeout: float = 60) -> list[dict]:
+    """The dead letters of `execution_id`, once the mirror has one."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await api.get("/dlq", params={"execution_id": execution_id})
+            assert response.status_code == 200, response.text
+            if found := response.json()["dead_letters"]:
+                return list(found)
+            await asyncio.sleep(0.3)
+
+
+async def test_a_command_off_its_home_is_listed_shown_and_replayed_home(
+    settings: Settings, processes: Processes, api: httpx.AsyncClient
+) -> None:
+    processes.worker()
+    processes.mirror()
+    eid = f"dl-{uuid.uuid4().hex}"
+    command = start_command(eid, "w3", {"n": 4})
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:  # keyed by another id: refused, whatever partition it lands on
+        await producer.send_and_wait(TOPIC_COMMANDS, command, f"other-{eid}".encode())
+        await producer.send_and_wait(TOPIC_COMMANDS, b"{not json", f"nj-{eid}".encode())
+    finally:
+        await producer.stop()
+
+    [letter] = await listed(api, eid)
+    assert "a command's key must be its execution_id" in letter["reason"]
+    assert letter["command"]["execution_id"] == eid and letter["key"] == f"other-{eid}"
+    assert letter["source"]["topic"] == TOPIC_COMMANDS and letter["replayed_at"] is None
+    shown = await api.get(f"/dlq/{letter['id']}")
+    assert shown.status_code == 200 and shown.json()["command"]["inputs"] == {"n": 4}
+    by_reason = await api.get("/dlq", params={"reason": "KEY MUST BE", "limit": 500})
+    assert letter["id"] in [d["id"] for d in by_reason.json()["dead_letters"]]
+
+    replay = await api.post(f"/dlq/{letter['id']}/replay", json={})
+    assert replay.status_code == 202, replay.text
+    assert replay.json()["execution_id"] == eid
+    done = await api.get(f"/executions/{eid}", params={"until": "completed", "timeout": 60})
+    assert done.status_code == 200 and done.json()["until"]["met"] is True
+    assert done.json()["output"] == {"n": 10}  # w3: (4 + 1) * 2
+
+    again = await api.post(f"/dlq/{letter['id']}/replay", json={})
+    assert again.status_code == 409 and again.json()["replayed_by"] == "tests-admin"
+    forced = await api.post(f"/dlq/{letter['id']}/replay", params={"force": "true"}, json={})
+    assert forced.status_code == 202  # a second start of the same id starts nothing
+
+    bad_json = await api.get("/dlq", params={"reason": "not valid JSON", "limit": 500})
+    [garbage] = [d for d in bad_json.json()["dead_letters"] if d["key"] == f"nj-{eid}"]
+    assert garbage["command"] is None and garbage["value_base64"] == "e25vdCBqc29u"
+    refused = await api.post(f"/dlq/{garbage['id']}/replay", json={})
+    assert refused.status_code == 409 and "names no valid execution id" in refused.text
+
+    listed_cli = await acli(settings, "dlq", "list", "--execution-id", eid, "--json")
+    assert [orjson.loads(line)["id"] for line in listed_cli.stdout.splitlines()] == [letter["id"]]
+    shown_cli = await acli(settings, "dlq", "show", letter["id"])
+    assert orjson.loads(shown_cli.stdout)["replayed_by"] == "tests-admin"
+    replayed_cli = await acli(settings, "dlq", "replay", letter["id"])
+    assert replayed_cli.returncode == 1 and "replayed before" in replayed_cli.stderr
+    replayed_cli = await acli(settings, "dlq", "replay", letter["id"], "--force")
+    assert replayed_cli.returncode == 0, replayed_cli.stderr
+    assert f"replayed {letter['id']} to {eid}" in replayed_cli.stdout
+
+    first = (await api.get("/dlq", params={"limit": 1})).json()
+    second = (await api.get("/dlq", params={"limit": 1, "cursor": first["next_cursor"]})).json()
+    assert first["dead_letters"][0]["id"] != second["dead_letters"][0]["id"]
+    assert (await api.get("/dlq/1-999999999")).status_code == 404
+    assert (await api.get("/dlq/bad")).status_code == 422
