@@ -6,9 +6,11 @@
 One record per worker on the compacted topic, key = worker id, value = JSON:
 
     {"worker_id": "host:4242", "at": 1764600000000,
-     "workflows": [{"name": "order", "versions": ["3f2a9c1b7d40", "1c0e5b2a9f33"]}, ...]}
+     "workflows": [{"name": "order", "versions": ["3f2a9c1b7d40", "1c0e5b2a9f33"],
+                    "graphs": {"3f2a9c1b7d40": {...Workflow.graph()...}, ...}}, ...]}
 
-`at` is epoch milliseconds; versions are newest first (the first is what a new start runs).
+`at` is epoch milliseconds; versions are newest first (the first is what a new start runs);
+`graphs` (absent in records of older workers) holds each version's shape.
 Compaction keeps each worker's last record and a tombstone (null value) withdraws it. A worker
 that crashed leaves its record behind, so a reader trusts a record only while its worker is a
 member of the worker group: workers name themselves `cerebelum-worker:<worker id>` (their
@@ -30,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -67,10 +69,21 @@ def registry_record(worker_id: str, registry: Registry, at_ms: int) -> dict[str,
         "worker_id": worker_id,
         "at": at_ms,
         "workflows": [
-            {"name": name, "versions": registry.versions_newest_first(name)}
+            {
+                "name": name,
+                "versions": registry.versions_newest_first(name),
+                # Each version's shape (Workflow.graph): what GET /workflows shows and draws.
+                "graphs": {v: _graph(registry, name, v) for v in registry.versions(name)},
+            }
             for name in registry.names()
         ],
     }
+
+
+def _graph(registry: Registry, name: str, version: str) -> dict[str, Any]:
+    workflow = registry.get(name, version)
+    assert workflow is not None  # a version the registry listed
+    return workflow.graph()
 
 
 async def publish_workflows(
@@ -117,6 +130,8 @@ class PublishedWorkflows:
     worker_id: str
     at: int  # epoch ms
     workflows: dict[str, tuple[str, ...]]  # name -> versions, newest first
+    # name -> version -> its graph (records of workers before graphs were published have none)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -130,6 +145,9 @@ class LiveWorkflows:
     live_workers: tuple[str, ...]  # worker ids of the group's members
     unpublished: tuple[str, ...]  # live workers without a record (older, or not read yet)
     workflows: dict[str, tuple[str, ...]]  # name -> versions, over the live workers' records
+    # (name, version) -> the live workers that run it
+    runners: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    graphs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -149,7 +167,12 @@ def parse_record(record: ConsumerRecord) -> tuple[str, PublishedWorkflows | None
         workflows = {
             str(w["name"]): tuple(str(v) for v in w["versions"]) for w in body["workflows"]
         }
-        return worker_id, PublishedWorkflows(worker_id, int(body.get("at", 0)), workflows)
+        graphs = {
+            str(w["name"]): dict(w["graphs"])
+            for w in body["workflows"]
+            if isinstance(w.get("graphs"), dict)
+        }
+        return worker_id, PublishedWorkflows(worker_id, int(body.get("at", 0)), workflows, graphs)
     except (UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.warning("%s: unreadable record at offset %d: %r", TOPIC_WORKFLOWS, record.offset, exc)
         return None
@@ -168,14 +191,23 @@ def join_live(live: list[str], published: Mapping[str, PublishedWorkflows]) -> L
     """The live workers' workflows; versions merged, the latest published record's order first."""
     known = sorted((published[w] for w in live if w in published), key=lambda p: -p.at)
     workflows: dict[str, list[str]] = {}
+    runners: dict[tuple[str, str], list[str]] = {}
+    graphs: dict[tuple[str, str], dict[str, Any]] = {}
     for record in known:
         for name, versions in record.workflows.items():
             merged = workflows.setdefault(name, [])
             merged += [v for v in versions if v not in merged]
+            for v in versions:
+                runners.setdefault((name, v), []).append(record.worker_id)
+                graph = record.graphs.get(name, {}).get(v)
+                if graph is not None:
+                    graphs.setdefault((name, v), graph)
     return LiveWorkflows(
         live_workers=tuple(live),
         unpublished=tuple(w for w in live if w not in published),
         workflows={name: tuple(workflows[name]) for name in sorted(workflows)},
+        runners={key: tuple(sorted(workers)) for key, workers in runners.items()},
+        graphs=graphs,
     )
 
 

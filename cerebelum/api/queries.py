@@ -63,6 +63,16 @@ async def list_page(pool: asyncpg.Pool, sql: str, args: list[Any]) -> list[dict[
     return [dict(r) for r in await pool.fetch(sql, *args)]
 
 
+async def live_executions_by_version(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
+    """(workflow, version) -> executions not ended; the predicate is the partial index's
+    (migration 003), so only live rows are read."""
+    rows = await pool.fetch(
+        "SELECT workflow, workflow_version, count(*) AS n FROM executions "
+        "WHERE status NOT IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2"
+    )
+    return {(r["workflow"], r["workflow_version"]): r["n"] for r in rows}
+
+
 async def database_ok(pool: asyncpg.Pool, timeout: float) -> bool:
     """True if a connection answers `SELECT 1` within `timeout` seconds."""
     try:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 
+from cerebelum.admin.workflows import LiveWorkflows, WorkflowDirectory
 from cerebelum.api import listing, queries
 from cerebelum.api.errors import ExecutionId, OrjsonResponse, documented, error_response
 from cerebelum.api.guard import SCOPE_KEY
@@ -31,6 +32,29 @@ _PG_503 = "PostgreSQL cannot be reached; retry."
 
 
 def add_read_routes(app: FastAPI) -> None:
+    @app.get(
+        "/workflows",
+        openapi_extra={SCOPE_KEY: READ},
+        responses=documented(503, s503="Kafka or PostgreSQL cannot be reached; retry."),
+    )
+    async def workflows(request: Request) -> OrjsonResponse:
+        """The workflows the live workers run: each version newest first, the workers that run
+        it, its live executions, and its graph (steps, parallel groups, waits, rules)."""
+        directory: WorkflowDirectory = request.app.state.directory
+        live = await directory.live_workflows()
+        counts = await queries.live_executions_by_version(request.app.state.pool)
+        body = {
+            "complete": live.complete,
+            "live_workers": list(live.live_workers),
+            "unpublished_workers": list(live.unpublished),
+            "workflows": [
+                {"name": name, "versions": [_version(live, counts, name, v, i == 0)
+                                            for i, v in enumerate(versions)]}
+                for name, versions in live.workflows.items()
+            ],
+        }  # fmt: skip
+        return OrjsonResponse(body)
+
     @app.get(
         "/executions",
         openapi_extra={SCOPE_KEY: READ},
@@ -118,3 +142,15 @@ def add_read_routes(app: FastAPI) -> None:
         else:
             body.update({"version": versions[0], "state": states[versions[0]]})
         return OrjsonResponse(body)
+
+
+def _version(
+    live: LiveWorkflows, counts: dict[tuple[str, str], int], name: str, version: str, newest: bool
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "newest": newest,  # what a new start runs
+        "workers": list(live.runners.get((name, version), ())),
+        "live_executions": counts.get((name, version), 0),
+        "graph": live.graphs.get((name, version)),
+    }

@@ -310,8 +310,56 @@ class Workflow:
         shape += "||" + "|".join(r.describe() + _code_of(r.when) for r in self.rules)
         return hashlib.sha256(shape.encode()).hexdigest()[:12]
 
+    def graph(self) -> dict[str, Any]:
+        """The workflow's shape as JSON-ready data: its nodes in order (steps, parallel groups,
+        sleeps, waits for signals and approvals) and the rules that branch, loop or diverge
+        (GET /workflows, the dashboard's drawing)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "max_iterations": self.max_iterations,
+            "nodes": [_node_graph(i, node) for i, node in enumerate(self.nodes)],
+            "rules": [
+                {
+                    "kind": r.kind,
+                    "node": r.node,
+                    "on": list(r.on),
+                    "when": getattr(r.when, "__name__", None) if r.when else None,
+                    "then": _action_graph(r.then),
+                    "text": r.describe(),
+                }
+                for r in self.rules
+            ],  # fmt: skip
+        }
+
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, version={self.version!r})"
+
+
+def _node_graph(index: int, node: Node) -> dict[str, Any]:
+    if isinstance(node, Parallel):
+        return {"index": index, "kind": "parallel", "name": node.name,
+                "branches": [_node_graph(index, b) for b in node.branches]}  # fmt: skip
+    if isinstance(node, Sleep):
+        return {"index": index, "kind": "sleep", "name": node.name, "seconds": node.seconds,
+                "until": node.until}  # fmt: skip
+    if isinstance(node, WaitForSignal):
+        return {"index": index, "kind": "approval" if node.approval else "signal",
+                "name": node.name, "signal": node.signal, "timeout_s": node.timeout,
+                "on_timeout": _action_graph(node.on_timeout)}  # fmt: skip
+    retry = node.retry
+    return {
+        "index": index, "kind": "step", "name": node.name, "inputs": list(node.params),
+        "timeout_s": node.timeout,
+        "retry": None if retry is None else {
+            "max_attempts": retry.max_attempts, "initial_interval_s": retry.initial_interval,
+            "backoff": retry.backoff, "max_interval_s": retry.max_interval,
+            "non_retryable": list(retry.non_retryable)},
+    }  # fmt: skip
+
+
+def _action_graph(action: Action) -> dict[str, Any]:
+    return {"kind": action.kind, "target": action.target, "reason": action.reason}
 
 
 def _code_of(fn: Callable[..., Any] | None) -> str:

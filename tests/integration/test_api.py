@@ -352,6 +352,18 @@ async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
             }
             response = await api.post("/executions", json={"workflow": "w3", "execution_id": eid})
             assert response.status_code == 202, response.text
+
+            # What the live workers run, with each version's graph.
+            listed = (await api.get("/workflows")).json()
+            assert listed["complete"] is True and worker_id in listed["live_workers"]
+            by_name = {w["name"]: w for w in listed["workflows"]}
+            [version] = by_name["order"]["versions"]
+            assert version["version"] == order.version and version["newest"] is True
+            assert version["workers"] == [worker_id]
+            assert version["graph"] == orjson.loads(orjson.dumps(order.graph()))
+            kinds = [n["kind"] for n in version["graph"]["nodes"]]
+            assert kinds == ["step", "parallel", "step", "approval", "step"]
+            assert {r["kind"] for r in version["graph"]["rules"]} == {"branch", "diverge"}
     finally:
         await withdraw_workflows(settings, worker_id)
 
