@@ -15,7 +15,8 @@ workers (after a failover). So its trace is derived from its id, not held in mem
 - every step run's span is a child of that execution span, on whichever worker it runs;
 - the execution span itself is emitted once, by the worker that commits the execution's end
   (ExecutionCompleted, ExecutionFailed, ExecutionCancelled), with the execution's start time
-  from its state. Until then a trace viewer shows the step spans under a parent yet to come.
+  from its state and that commit's time as its end. Until then a trace viewer shows the step
+  spans under a parent yet to come.
 
 Sampling: the decision for a whole execution is the sampler's for its execution span (no
 parent, the derived trace id), taken again wherever a step runs; a trace-id-ratio sampler
@@ -32,6 +33,7 @@ import contextvars
 import hashlib
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -221,7 +223,10 @@ class Tracing:
                 span.set_status(Status(StatusCode.OK))
             elif state.status == CANCELLED and state.error:
                 span.set_attribute("cerebelum.cancel_reason", str(state.error.get("message", "")))
-            span.end(end_time=max(state.updated_at, state.started_at) * 1_000_000)
+            # Now, just after the commit that recorded its end: the end is durable from here,
+            # and state.updated_at (the decision's clock, in ms) may fall before the end of
+            # the last step span (in ns).
+            span.end(end_time=time.time_ns())
         except Exception:
             self._failed("emitting an execution span")
 
