@@ -10,7 +10,9 @@ workers (after a failover). So its trace is derived from its id, not held in mem
 (docs/decisions.md §13):
 
 - trace id = the first 16 bytes of SHA-256("cerebelum:" + execution_id), unless the start
-  command carried a W3C traceparent (then the caller's trace id; not done yet, see §13);
+  command carried a W3C `traceparent` (recorded on ExecutionStarted, so kept in the state on
+  every worker): then the caller's trace id, and the execution span is the caller's span's
+  child;
 - the execution's span id = the next 8 bytes of the same hash;
 - every step run's span is a child of that execution span, on whichever worker it runs;
 - the execution span itself is emitted once, by the worker that commits the execution's end
@@ -78,13 +80,26 @@ SHUTDOWN_TIMEOUT_S = 5.0
 _TRACE_NAMESPACE = b"cerebelum:"
 
 
-def execution_ids(execution_id: str) -> tuple[int, int]:
-    """(trace id, span id) of an execution: derived from its id, the same on every worker."""
+def execution_ids(execution_id: str, traceparent: str | None = None) -> tuple[int, int]:
+    """(trace id, span id) of an execution: derived from its id (the trace id from the
+    caller's `traceparent`, a valid version-00 one, if it gave one), the same on every worker."""
     digest = hashlib.sha256(_TRACE_NAMESPACE + execution_id.encode()).digest()
     # All-zero ids are invalid in W3C trace context; 2^-128 and 2^-64 odds, but never emit one.
-    trace_id = int.from_bytes(digest[:16], "big") or 1
     span_id = int.from_bytes(digest[16:24], "big") or 1
-    return trace_id, span_id
+    if traceparent is not None:
+        return int(traceparent[3:35], 16), span_id
+    return int.from_bytes(digest[:16], "big") or 1, span_id
+
+
+def _caller(traceparent: str | None) -> otel_context.Context:
+    """A context whose current span is the caller's (remote) span, or an empty one."""
+    if traceparent is None:
+        return otel_context.Context()
+    flags = trace.TraceFlags(int(traceparent[53:55], 16) & trace.TraceFlags.SAMPLED)
+    caller = SpanContext(
+        int(traceparent[3:35], 16), int(traceparent[36:52], 16), is_remote=True, trace_flags=flags
+    )
+    return trace.set_span_in_context(NonRecordingSpan(caller), otel_context.Context())
 
 
 class _DerivedIds(IdGenerator):
@@ -196,7 +211,7 @@ class Tracing:
     def execution_ended(self, state: Execution, partition: int) -> None:
         """Emit the span of an execution whose end was just committed."""
         try:
-            ids = execution_ids(state.id)
+            ids = execution_ids(state.id, state.traceparent)
             attributes: dict[str, Any] = {
                 ATTR_EXECUTION_ID: state.id,
                 ATTR_WORKFLOW: state.workflow,
@@ -207,7 +222,7 @@ class Tracing:
             try:
                 span = self._tracer.start_span(
                     f"execution {state.workflow}",
-                    context=otel_context.Context(),  # a root: no parent from this task
+                    context=_caller(state.traceparent),  # not this task's current span
                     kind=SpanKind.INTERNAL,
                     attributes=attributes,
                     start_time=state.started_at * 1_000_000,
@@ -231,8 +246,10 @@ class Tracing:
             self._failed("emitting an execution span")
 
     def _execution_context(self, effect: RunStep) -> SpanContext:
-        trace_id, span_id = execution_ids(effect.execution_id)
-        decision = self._sampler.should_sample(None, trace_id, f"execution {effect.workflow}")
+        trace_id, span_id = execution_ids(effect.execution_id, effect.traceparent)
+        decision = self._sampler.should_sample(
+            _caller(effect.traceparent), trace_id, f"execution {effect.workflow}"
+        )
         sampled = decision.decision is Decision.RECORD_AND_SAMPLE
         flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0)
         return SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)

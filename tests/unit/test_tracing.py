@@ -141,12 +141,17 @@ async def test_a_failed_step_run_records_its_exception_and_an_error_status(
 
 
 def run_to_the_end(
-    execution_id: str, workflow: str, tracer: Tracing, inputs: Any = None
+    execution_id: str,
+    workflow: str,
+    tracer: Tracing,
+    inputs: Any = None,
+    traceparent: str | None = None,
 ) -> list[str]:
     """Drive an execution through decide_batch as the worker does (decide, commit, install,
-    run its steps inline, emit the spans of the executions a batch ends); the ends seen."""
+    run its steps inline in their spans, emit the spans of the executions a batch ends); the
+    ends seen."""
     ps = PartitionState(home_partition(execution_id, PARTITIONS), RestoredPartition(), 0)
-    value = start_command(execution_id, workflow, inputs or {"n": 1})
+    value = start_command(execution_id, workflow, inputs or {"n": 1}, traceparent)
     queue: list[Any] = [(ps, CommandRecord(ps.partition, 0, execution_id.encode(), value))]
     now, ended = 1_000, []
     while queue:
@@ -160,7 +165,10 @@ def run_to_the_end(
         queue = []
         for _, effect in batch.effects:
             assert isinstance(effect, RunStep)
+            span = tracer.start_step(effect, ps.partition)
+            assert span is not None
             outcome = asyncio.run(run_step(effect, POOL))
+            tracer.end_step(span, outcome)
             queue.append((ps, outcome))
         now += 250
     return ended
@@ -172,7 +180,8 @@ def test_an_execution_is_one_trace_whose_root_span_is_emitted_once_at_its_end(
     tracer, memory = tracing
     before = time.time_ns()
     assert run_to_the_end("order-7", "w3", tracer) == ["completed"]
-    (root,) = memory.get_finished_spans()
+    *steps, root = memory.get_finished_spans()
+    assert [s.name for s in steps] == ["step w3.step1", "step w3.step2", "step w3.step3"]
     trace_id, span_id = execution_ids("order-7")
     assert root.name == "execution w3"
     assert root.context is not None and root.parent is None
@@ -194,10 +203,38 @@ def test_a_failed_execution_span_has_an_error_status(
 ) -> None:
     tracer, memory = tracing
     assert run_to_the_end("big-1", "big", tracer, {"size": 300_000}) == ["failed"]
-    (root,) = memory.get_finished_spans()
+    root = memory.get_finished_spans()[-1]
     assert root.status.status_code is StatusCode.ERROR
     assert root.attributes is not None and root.attributes["cerebelum.outcome"] == "failed"
     assert root.attributes["error.type"] == "LimitExceeded"
+
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def test_an_execution_started_with_a_traceparent_joins_the_callers_trace(
+    tracing: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracer, memory = tracing
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    assert run_to_the_end("order-8", "w3", tracer, traceparent=traceparent) == ["completed"]
+    *steps, root = memory.get_finished_spans()
+    assert len(steps) == 3
+    assert {s.context.trace_id for s in memory.get_finished_spans()} == {int(CALLER_TRACE, 16)}  # type: ignore[union-attr]
+    assert root.context is not None and root.parent is not None
+    assert root.parent.span_id == int(CALLER_SPAN, 16) and root.parent.is_remote
+    assert root.context.span_id == execution_ids("order-8")[1]
+    assert all(s.parent is not None and s.parent.span_id == root.context.span_id for s in steps)
+
+
+def test_a_caller_that_did_not_sample_its_trace_gets_no_spans_of_the_execution(
+    tracing: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracer, memory = tracing  # the default sampler follows the parent's decision
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    assert run_to_the_end("order-9", "w3", tracer, traceparent=traceparent) == ["completed"]
+    assert memory.get_finished_spans() == ()
 
 
 def test_the_derived_ids_are_stable_and_differ_by_execution() -> None:
