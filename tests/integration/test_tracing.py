@@ -11,8 +11,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -21,12 +23,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from cerebelum.api import create_app
 from cerebelum.client import Client
 from cerebelum.config import Settings
 from cerebelum.constants import WORKER_CLIENT_ID_PREFIX
 from cerebelum.telemetry.tracing import execution_ids
 from tests.conftest import Processes
-from tests.helpers import wait_for_workers
+from tests.helpers import API_HEADERS, api_settings, wait_for_workers
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +125,12 @@ async def spans_of(collector: Collector, execution_id: str, count: int) -> list[
 
 
 async def test_a_traced_worker_exports_one_trace_per_execution_over_otlp(
-    settings: Settings, processes: Processes, client: Client, collector: Collector
+    settings: Settings,
+    database: None,
+    processes: Processes,
+    client: Client,
+    collector: Collector,
+    tmp_path: Path,
 ) -> None:
     worker = processes.worker(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
@@ -169,3 +177,23 @@ async def test_a_traced_worker_exports_one_trace_per_execution_over_otlp(
     assert [s["status"] for s in runs[:2]] == [Status.STATUS_CODE_ERROR] * 2
     assert all(s["events"] == ["exception"] for s in runs[:2])
     assert {s["trace_id"] for s in spans} == {execution_ids(failing)[0]}
+
+    # A start through the API with a W3C traceparent header: the execution joins that trace,
+    # its span a child of the caller's.
+    caller_trace, caller_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    app = create_app(settings, api_settings(tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            headers = {**API_HEADERS, "traceparent": f"00-{caller_trace}-{caller_span}-01"}
+            response = await http.post(
+                "/executions", json={"workflow": "w3", "inputs": {"n": 2}}, headers=headers
+            )
+    assert response.status_code == 202, response.text
+    joined = response.json()["execution_id"]
+    spans = await spans_of(collector, joined, 4)
+    assert {s["trace_id"] for s in spans} == {int(caller_trace, 16)}
+    root = next(s for s in spans if s["name"] == "execution w3")
+    assert root["parent"] == int(caller_span, 16)
+    assert root["span_id"] == execution_ids(joined)[1]
+    assert sorted(s["parent"] for s in spans if s is not root) == [root["span_id"]] * 3
