@@ -30,7 +30,9 @@ after the transaction in flight has ended, so nothing is written for them once t
 Telemetry (`self.metrics`, cerebelum.telemetry.metrics): each committed transaction adds its
 batch's tallies, once; everything else is read when scraped. `alive()` and `ready()` answer
 /healthz and /readyz: ready once the member has joined the group and restored every partition
-the group gave it (a member given none is ready too: it is idle, waiting for work).
+the group gave it (a member given none is ready too: it is idle, waiting for work). Tracing
+(`self.tracing`, cerebelum.telemetry.tracing, None when off): the step runner makes a span per
+step run; each committed transaction emits the span of every execution it ended, once.
 """
 
 from __future__ import annotations
