@@ -338,3 +338,27 @@ def test_a_worker_without_tracing_never_imports_opentelemetry() -> None:
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_tracing_configured_without_opentelemetry_installed_runs_untraced_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cerebelum.cli.worker import _setup_tracing
+    from cerebelum.config import Settings
+
+    monkeypatch.setitem(sys.modules, "cerebelum.telemetry.tracing", None)  # import fails
+    settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert settings.traces_exporter == "otlp"
+    with caplog.at_level("WARNING"):
+        assert _setup_tracing(settings) is None
+    assert "pip install 'cerebelum[tracing]'" in caplog.text
+
+
+def test_the_cli_refuses_a_tracing_setting_it_cannot_honour(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cerebelum.cli.main import main
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    assert main(["worker", "--app", "tests.apps"]) == 2
+    assert "OTEL_TRACES_EXPORTER must be one of otlp, console or none" in capsys.readouterr().err
