@@ -122,7 +122,11 @@ def _setup_tracing(settings: Settings) -> Tracing | None:
         return None
     from cerebelum.worker.app import worker_identity
 
-    tracing = setup_tracing(settings.traces_exporter, worker_identity(settings))
+    try:
+        tracing = setup_tracing(settings.traces_exporter, worker_identity(settings))
+    except Exception as exc:  # e.g. an OTEL_* variable the SDK cannot read
+        log.warning("tracing could not be set up (%s); running without spans", exc)
+        return None
     log.info("tracing on: spans of executions and steps go to %s", settings.traces_exporter)
     return tracing
 

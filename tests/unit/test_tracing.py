@@ -362,3 +362,16 @@ def test_the_cli_refuses_a_tracing_setting_it_cannot_honour(
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     assert main(["worker", "--app", "tests.apps"]) == 2
     assert "OTEL_TRACES_EXPORTER must be one of otlp, console or none" in capsys.readouterr().err
+
+
+def test_an_sdk_setting_it_cannot_read_leaves_the_worker_untraced_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cerebelum.cli.worker import _setup_tracing
+    from cerebelum.config import Settings
+
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "-1")  # the SDK raises ValueError on it
+    settings = Settings.from_env({"OTEL_TRACES_EXPORTER": "console"})
+    with caplog.at_level("WARNING"):
+        assert _setup_tracing(settings) is None
+    assert "max_queue_size must be a positive integer" in caplog.text
