@@ -59,6 +59,10 @@ class Settings:
     mirror_http_port: int | None = None
     # The address those endpoints listen on: loopback unless a scraper elsewhere needs them.
     http_host: str = "127.0.0.1"
+    # Where the worker's OpenTelemetry spans go: None (tracing off: OpenTelemetry is not even
+    # imported), "otlp" (OTLP over HTTP/protobuf, to OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT) or
+    # "console" (stdout). From `traces_exporter_from_env`; the README's "Tracing" says when.
+    traces_exporter: str | None = None
     # Tests only (fault injection): a worker that finds this file between a transaction's
     # offsets and its commit deletes it and stops itself (SIGSTOP), to be a zombie on cue.
     fault_pause_before_commit: str | None = None
@@ -95,7 +99,57 @@ class Settings:
             worker_http_port=_port(env, "CEREBELUM_WORKER_HTTP_PORT"),
             mirror_http_port=_port(env, "CEREBELUM_MIRROR_HTTP_PORT"),
             http_host=env.get("CEREBELUM_HTTP_HOST") or defaults.http_host,
+            traces_exporter=traces_exporter_from_env(env),
         )
+
+
+# The exporters the worker can send spans through (cerebelum.telemetry.tracing).
+TRACES_EXPORTERS = ("otlp", "console")
+# OTLP encodings: the HTTP/protobuf exporter only (the gRPC one would pull in grpcio).
+OTLP_PROTOCOLS = ("http/protobuf",)
+
+
+def traces_exporter_from_env(env: Mapping[str, str]) -> str | None:
+    """The traces exporter the environment asks for, or None (tracing off).
+
+    Off unless configured: CEREBELUM_TRACING=off, OTEL_SDK_DISABLED=true or
+    OTEL_TRACES_EXPORTER=none turn it off whatever else is set; otherwise it is on when
+    OTEL_TRACES_EXPORTER names an exporter, when an OTLP endpoint is set
+    (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), or when
+    CEREBELUM_TRACING=on (OTLP to the standard default, http://localhost:4318).
+    """
+    switch = (env.get("CEREBELUM_TRACING") or "").strip().lower()
+    if switch not in ("", "on", "off"):
+        raise ConfigurationError(f"CEREBELUM_TRACING must be 'on' or 'off', not {switch!r}")
+    if switch == "off" or (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+        return None
+    exporter = (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower()
+    if exporter == "none":
+        return None
+    if exporter and exporter not in TRACES_EXPORTERS:
+        raise ConfigurationError(
+            f"OTEL_TRACES_EXPORTER must be one of {', '.join(TRACES_EXPORTERS)} or none "
+            f"for Cerebelum, not {exporter!r}"
+        )
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not (exporter or endpoint or switch == "on"):
+        return None
+    exporter = exporter or "otlp"
+    if exporter == "otlp":
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or OTLP_PROTOCOLS[0]
+        )
+        if protocol.strip().lower() not in OTLP_PROTOCOLS:
+            raise ConfigurationError(
+                f"Cerebelum exports traces over OTLP {', '.join(OTLP_PROTOCOLS)} only, not "
+                f"{protocol!r} (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL; a collector's HTTP "
+                "port is 4318)"
+            )
+    return exporter
 
 
 def _log_format(value: str) -> str:

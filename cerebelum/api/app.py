@@ -90,7 +90,7 @@ from cerebelum.api.visibility import (
 )
 from cerebelum.client import Client, partition_for
 from cerebelum.config import ApiSettings, Settings
-from cerebelum.core.commands import MAX_COMMAND_BYTES, start_command
+from cerebelum.core.commands import MAX_COMMAND_BYTES, parse_traceparent, start_command
 from cerebelum.db import connect_pool
 from cerebelum.errors import KafkaUnavailable
 
@@ -276,7 +276,10 @@ def _add_routes(app: FastAPI) -> None:
         inputs = {} if body.inputs is None else body.inputs
         # Chosen here, not in the client, so a 503 can name it and a retry stays idempotent.
         execution_id = body.execution_id or uuid.uuid4().hex
-        size = len(start_command(execution_id, body.workflow, inputs))
+        # The caller's W3C trace context, if valid (an invalid one is dropped, as W3C asks):
+        # the execution's spans join the caller's trace.
+        traceparent = parse_traceparent(request.headers.get("traceparent"))
+        size = len(start_command(execution_id, body.workflow, inputs, traceparent))
         if size > MAX_COMMAND_BYTES:
             return error_response(
                 413, f"command is {size} bytes, over the limit of {MAX_COMMAND_BYTES}"
@@ -287,7 +290,7 @@ def _add_routes(app: FastAPI) -> None:
         if refusal is not None:
             return _refused(refusal)
         try:
-            await client.start(body.workflow, inputs, execution_id)
+            await client.start(body.workflow, inputs, execution_id, traceparent)
             log.info("api: %s started %s (%s)", _caller(request), execution_id, body.workflow)
         except KafkaUnavailable as exc:
             log.warning("api: %s", exc)

@@ -17,6 +17,7 @@ from cerebelum.config import Settings
 from cerebelum.core.workflow import Registry
 
 if TYPE_CHECKING:
+    from cerebelum.telemetry.tracing import Tracing
     from cerebelum.worker.app import Worker
 
 log = logging.getLogger("cerebelum.worker")
@@ -87,7 +88,8 @@ async def serve(settings: Settings, registry: Registry) -> bool:
     from cerebelum.telemetry.http import start_ops_server
     from cerebelum.worker.app import Worker
 
-    worker = Worker(settings, registry)
+    tracing = _setup_tracing(settings)
+    worker = Worker(settings, registry, tracing)
     ops = None
     if settings.worker_http_port is not None:  # before start(): /healthz answers while it waits
         ops = await start_ops_server(
@@ -99,6 +101,34 @@ async def serve(settings: Settings, registry: Registry) -> bool:
     finally:
         if ops is not None:
             await ops.close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
+
+
+def _setup_tracing(settings: Settings) -> Tracing | None:
+    """The worker's OpenTelemetry spans, if configured (settings.traces_exporter). Without the
+    `tracing` extra installed, the worker runs untraced and says so once: a missing
+    observability aid must not stop the workflows."""
+    if settings.traces_exporter is None:
+        return None
+    try:
+        from cerebelum.telemetry.tracing import setup_tracing
+    except ImportError as exc:
+        log.warning(
+            "tracing is configured but OpenTelemetry is not installed (%s); running without "
+            "spans. Install it with: pip install 'cerebelum[tracing]'",
+            exc,
+        )
+        return None
+    from cerebelum.worker.app import worker_identity
+
+    try:
+        tracing = setup_tracing(settings.traces_exporter, worker_identity(settings))
+    except Exception as exc:  # e.g. an OTEL_* variable the SDK cannot read
+        log.warning("tracing could not be set up (%s); running without spans", exc)
+        return None
+    log.info("tracing on: spans of executions and steps go to %s", settings.traces_exporter)
+    return tracing
 
 
 async def _run(worker: Worker) -> bool:

@@ -42,7 +42,12 @@ from cerebelum.constants import (
     PARTITIONS,
     TOPIC_COMMANDS,
 )
-from cerebelum.core.commands import cancel_command, signal_command, start_command
+from cerebelum.core.commands import (
+    cancel_command,
+    parse_traceparent,
+    signal_command,
+    start_command,
+)
 from cerebelum.core.events import (
     EXECUTION_CANCELLED,
     EXECUTION_COMPLETED,
@@ -138,11 +143,16 @@ class Client:
     # -- commands --------------------------------------------------------------------------
 
     async def start(
-        self, workflow: str, inputs: Any = None, execution_id: str | None = None
+        self,
+        workflow: str,
+        inputs: Any = None,
+        execution_id: str | None = None,
+        traceparent: str | None = None,
     ) -> str:
-        """Start an execution (idempotent by id: a second start with the same id starts nothing)."""
+        """Start an execution (idempotent by id: a second start with the same id starts nothing).
+        `traceparent`: a W3C trace context the execution's spans join (README, "Tracing")."""
         execution_id = uuid.uuid4().hex if execution_id is None else execution_id
-        value = self._start_value(workflow, inputs, execution_id)
+        value = self._start_value(workflow, inputs, execution_id, traceparent)
         record = await self._produce(execution_id, value, "start")
         if self._listener is not None:
             self._finished.pop(execution_id, None)  # a refusal of an earlier start is stale
@@ -191,19 +201,28 @@ class Client:
         inputs: Any = None,
         execution_id: str | None = None,
         timeout: float = 60,
+        traceparent: str | None = None,
     ) -> ExecutionResult:
         """Start an execution and wait for its end (CommandRejected if a worker refuses it)."""
         execution_id = uuid.uuid4().hex if execution_id is None else execution_id
         _check_id(execution_id, "execution_id")
         _check_id(workflow, "workflow")
         await self.listen()
-        await self.start(workflow, inputs, execution_id)
+        await self.start(workflow, inputs, execution_id, traceparent)
         return await self.wait(execution_id, timeout)
 
-    def _start_value(self, workflow: str, inputs: Any, execution_id: str) -> bytes:
+    def _start_value(
+        self, workflow: str, inputs: Any, execution_id: str, traceparent: str | None = None
+    ) -> bytes:
         _check_id(execution_id, "execution_id")
         _check_id(workflow, "workflow")
-        return start_command(execution_id, workflow, {} if inputs is None else inputs)
+        if traceparent is not None:
+            parsed = parse_traceparent(traceparent)
+            if parsed is None:  # a caller's bug, told at once (a worker would drop it)
+                raise ValueError(f"traceparent is not a W3C trace context: {traceparent[:100]!r}")
+            traceparent = parsed
+        inputs = {} if inputs is None else inputs
+        return start_command(execution_id, workflow, inputs, traceparent)
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -42,6 +42,7 @@ def _started(s: Execution, e: Event) -> None:
     s.workflow_version = e["workflow_version"]
     s.inputs = e["inputs"]
     s.started_at = e["at"]
+    s.traceparent = e.get("traceparent")
 
 
 def _scheduled(s: Execution, e: Event) -> None:

@@ -4,13 +4,15 @@ Wire format of a command on cerebelum.commands (documented in docs/start-command
 key = execution_id (UTF-8; the record must sit on the id's home partition, see core/ids.py),
 value = a JSON object
 
-    {"type": "StartExecution", "execution_id": "...", "workflow": "...", "inputs": {...}}
+    {"type": "StartExecution", "execution_id": "...", "workflow": "...", "inputs": {...},
+     "traceparent": "00-<trace id>-<span id>-01"}    (traceparent optional, W3C trace context)
     {"type": "SendSignal", "execution_id": "...", "signal": "approval", "payload": {...}}
     {"type": "CancelExecution", "execution_id": "...", "reason": "..."}
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 import orjson
@@ -25,13 +27,42 @@ MAX_COMMAND_BYTES = 256 * 1024
 MAX_EXECUTION_ID_LENGTH = MAX_ID_LENGTH
 
 
-class StartExecution:
-    __slots__ = ("execution_id", "workflow", "inputs")
+# A W3C trace context `traceparent` (https://www.w3.org/TR/trace-context/#traceparent-header):
+# version, trace id, parent span id, flags, in lowercase hex. Versions after 00 may append
+# fields, which are dropped; version ff is invalid.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
-    def __init__(self, execution_id: str, workflow: str, inputs: Any) -> None:
+
+def parse_traceparent(value: Any) -> str | None:
+    """`value` as a version-00 traceparent, or None if it is not a valid one (as the W3C
+    recommendation asks, an invalid trace context is dropped, never an error)."""
+    if not isinstance(value, str) or len(value) > 256:
+        return None
+    m = _TRACEPARENT.fullmatch(value)
+    if m is None:
+        return None
+    version, trace_id, span_id, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
+        return None
+    if span_id == _ZERO_SPAN:
+        return None
+    return f"00-{trace_id}-{span_id}-{flags}"
+
+
+class StartExecution:
+    """`traceparent`: the caller's W3C trace context, if it gave a valid one; the execution's
+    spans join the caller's trace (cerebelum.telemetry.tracing)."""
+
+    __slots__ = ("execution_id", "workflow", "inputs", "traceparent")
+
+    def __init__(
+        self, execution_id: str, workflow: str, inputs: Any, traceparent: str | None = None
+    ) -> None:
         self.execution_id = execution_id
         self.workflow = workflow
         self.inputs = inputs
+        self.traceparent = traceparent
 
 
 class StepOutcome:
@@ -130,7 +161,8 @@ def parse_command(raw: bytes | None) -> Command:
     kind = body.get("type")
     if kind == CMD_START:
         workflow = _name_field(body, "workflow", execution_id)
-        return StartExecution(execution_id, workflow, body.get("inputs", {}))
+        traceparent = parse_traceparent(body["traceparent"]) if "traceparent" in body else None
+        return StartExecution(execution_id, workflow, body.get("inputs", {}), traceparent)
     if kind == CMD_SIGNAL:
         signal = _name_field(body, "signal", execution_id)
         return SendSignal(execution_id, signal, body.get("payload"))
@@ -156,17 +188,20 @@ def payload_size(payload: Any) -> int:
     return len(orjson.dumps(payload))
 
 
-def start_command(execution_id: str, workflow: str, inputs: Any) -> bytes:
+def start_command(
+    execution_id: str, workflow: str, inputs: Any, traceparent: str | None = None
+) -> bytes:
     """Encode a StartExecution command's value (the key is the execution id)."""
-    return orjson.dumps(
-        {
-            "type": CMD_START,
-            "schema": COMMAND_SCHEMA,
-            "execution_id": execution_id,
-            "workflow": workflow,
-            "inputs": inputs,
-        }
-    )
+    command = {
+        "type": CMD_START,
+        "schema": COMMAND_SCHEMA,
+        "execution_id": execution_id,
+        "workflow": workflow,
+        "inputs": inputs,
+    }
+    if traceparent is not None:
+        command["traceparent"] = traceparent
+    return orjson.dumps(command)
 
 
 def signal_command(execution_id: str, signal: str, payload: Any) -> bytes:

@@ -6,7 +6,8 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
 
 `version` runs 1..n per execution with no gap. The fields of each type:
 
-    ExecutionStarted    workflow, workflow_version, inputs
+    ExecutionStarted    workflow, workflow_version, inputs [, traceparent]
+                        (the caller's W3C trace context, when its start command had one)
     StepScheduled       step, node (index in the timeline), attempt
     StepCompleted       step, attempt, result [, signal]  (a signal wait completes with its payload)
     StepFailed          step, attempt, error {type, types, message} [, traceback]

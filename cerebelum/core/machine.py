@@ -70,9 +70,13 @@ class RunStep:
     """Effect: run `step` with `kwargs` (within `step.timeout`) and report a StepOutcome
     carrying `token`, the version of the StepScheduled event this run answers. `isolated`: run
     it in a child process (see ISOLATE_AFTER_REDISPATCHES). `workflow` names the execution's
-    workflow (for the worker's logs and metrics: a step may belong to several)."""
+    workflow (for the worker's logs and metrics: a step may belong to several); `traceparent`
+    the trace context its execution was started with, if any (for its span)."""
 
-    __slots__ = ("execution_id", "step", "attempt", "token", "kwargs", "isolated", "workflow")
+    __slots__ = (
+        "execution_id", "step", "attempt", "token", "kwargs", "isolated", "workflow",
+        "traceparent",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class RunStep:
         kwargs: dict[str, Any],
         isolated: bool = False,
         workflow: str = "",
+        traceparent: str | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.step = step
@@ -91,6 +96,7 @@ class RunStep:
         self.kwargs = kwargs
         self.isolated = isolated
         self.workflow = workflow
+        self.traceparent = traceparent
 
     def __repr__(self) -> str:
         isolated = ", isolated" if self.isolated else ""
@@ -131,12 +137,15 @@ def decide(state: Execution | None, command: Input, now: int, registry: Registry
         if wf is None:
             raise UnknownWorkflow(command.workflow, command.execution_id)
         d = _Decider(None, wf, now)
+        # The caller's trace context only when it gave one: histories without it keep their shape.
+        trace = {"traceparent": command.traceparent} if command.traceparent is not None else {}
         d.record(
             ev.EXECUTION_STARTED,
             workflow=wf.name,
             workflow_version=wf.version,
             inputs=command.inputs,
             execution_id=command.execution_id,
+            **trace,
         )
         d.enter(0)
         return d.finish()
@@ -497,4 +506,7 @@ def run_step_effect(state: Execution, wf: Workflow, step: Step) -> RunStep:
         else:
             kwargs[p] = state.results.get(p)
     isolated = state.redispatches.get(step.name, 0) >= ISOLATE_AFTER_REDISPATCHES
-    return RunStep(state.id, step, attempt, state.running[step.name], kwargs, isolated, wf.name)
+    return RunStep(
+        state.id, step, attempt, state.running[step.name], kwargs, isolated, wf.name,
+        state.traceparent,
+    )  # fmt: skip

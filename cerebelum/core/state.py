@@ -36,6 +36,7 @@ class Execution:
         "error",
         "started_at",
         "updated_at",
+        "traceparent",
     )
 
     def __init__(self, execution_id: str) -> None:
@@ -68,6 +69,8 @@ class Execution:
         self.error: dict[str, Any] | None = None
         self.started_at = 0
         self.updated_at = 0
+        # The W3C trace context the execution was started with, if any (its spans' parent).
+        self.traceparent: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -89,8 +92,12 @@ class Execution:
         return ex
 
     def to_record(self) -> dict[str, Any]:
-        """The snapshot written to cerebelum.state (the restore source)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """The snapshot written to cerebelum.state (the restore source). `traceparent` only
+        when there is one: most executions have none, and every transition writes this."""
+        record = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        if self.traceparent is not None:
+            record["traceparent"] = self.traceparent
+        return record
 
     def snapshot(self) -> dict[str, Any]:
         """What cerebelum.state keeps: all of a live execution; of a finished one only what
@@ -120,6 +127,8 @@ _SCALARS = tuple(
     for name in Execution.__slots__
     if name not in ("results", "attempts", "running", "timers", "signals", "redispatches")
 )
+
+_RECORD_FIELDS = tuple(name for name in Execution.__slots__ if name != "traceparent")
 
 _TERMINAL_FIELDS = (
     "id",

@@ -30,7 +30,9 @@ after the transaction in flight has ended, so nothing is written for them once t
 Telemetry (`self.metrics`, cerebelum.telemetry.metrics): each committed transaction adds its
 batch's tallies, once; everything else is read when scraped. `alive()` and `ready()` answer
 /healthz and /readyz: ready once the member has joined the group and restored every partition
-the group gave it (a member given none is ready too: it is idle, waiting for work).
+the group gave it (a member given none is ready too: it is idle, waiting for work). Tracing
+(`self.tracing`, cerebelum.telemetry.tracing, None when off): the step runner makes a span per
+step run; each committed transaction emits the span of every execution it ended, once.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import socket
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException
@@ -84,6 +87,9 @@ from cerebelum.worker.takeover import take_over
 from cerebelum.worker.timers import Timers
 from cerebelum.worker.transactions import ProducerFenced, TransactionAborted, Transactor
 
+if TYPE_CHECKING:
+    from cerebelum.telemetry.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 # Inputs decided in one transaction at most: bounds the transaction's size and the time one
@@ -121,11 +127,13 @@ class ClusterMisconfigured(CerebelumError):
 
 
 class Worker:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
         # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
-        self.worker_id = settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_identity(settings)
         self.consumer = CommandConsumer(
             kafka_config.consumer_config(settings, self.worker_id), self
         )
@@ -149,7 +157,11 @@ class Worker:
             inputs_queued=lambda: len(self._queue),
             steps_running=lambda: self.runner.running,
         )
-        self.runner = StepRunner(settings.max_concurrent_steps, observe=self.metrics.step_ran)
+        # OpenTelemetry spans (None: off), built by the CLI from settings.traces_exporter.
+        self.tracing = tracing
+        self.runner = StepRunner(
+            settings.max_concurrent_steps, observe=self.metrics.step_ran, tracing=tracing
+        )
         self._assigned: set[int] = set()  # by the group; owned once restored
         self._queue: deque[tuple[PartitionState, Input]] = deque()
         self._paused: set[int] = set()  # partitions paused for backlog
@@ -537,6 +549,9 @@ class Worker:
                 runner.submit(effect, functools.partial(self._report, ps), ps.partition)
             elif isinstance(effect, ArmTimer):
                 self._timers.arm(ps, effect.fire_at, effect.execution_id, effect.timer_id)
+        if self.tracing is not None:
+            for p, state in batch.ended:  # committed: emitted once, by this worker
+                self.tracing.execution_ended(state, p)
 
     async def _after_failure(
         self, batch: Batch, exc: TransactionAborted | ProducerFenced, failures: int
@@ -601,6 +616,11 @@ class Worker:
             await self._restore([ps])
             return
         self._install(quarantined)
+
+
+def worker_identity(settings: Settings) -> str:
+    """The worker's name in the group's description (and its spans' service.instance.id)."""
+    return settings.group_instance_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _backoff(failures: int) -> float:

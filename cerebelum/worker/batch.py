@@ -47,7 +47,7 @@ from cerebelum.constants import (
 from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue, parse_command
 from cerebelum.core.ids import home_partition
 from cerebelum.core.machine import Effect, decide
-from cerebelum.core.state import Execution
+from cerebelum.core.state import TERMINAL, Execution
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import InvalidCommand, LimitExceeded, UnknownWorkflow
 from cerebelum.telemetry.metrics import Tally, count_events
@@ -100,6 +100,8 @@ class Batch:
     dead_letters: dict[str, int] = field(default_factory=dict)  # kind of reason -> how many
     recorded: Tally = field(default_factory=dict)  # counted events (telemetry.metrics)
     partitions: dict[int, PartitionState] = field(default_factory=dict)
+    # Executions this batch ends (with their partition), for their trace span once committed.
+    ended: list[tuple[int, Execution]] = field(default_factory=list)
 
     @property
     def needs_transaction(self) -> bool:
@@ -240,6 +242,8 @@ def _snapshot(
     if recovery[:1] == RUNNING:
         batch.installs.append((ps, state.id, state))
     else:
+        if state.status in TERMINAL:
+            batch.ended.append((ps.partition, state))
         # Finished or parked (sleeping, waiting for a signal or a retry): keep the encoded
         # snapshot until an input needs it. Copied: orjson's bytes keep their ~8 KB write
         # buffer allocated behind them (measured: 4,097 -> 131 B).

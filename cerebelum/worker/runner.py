@@ -7,7 +7,9 @@ that raises is logged with its traceback, and the traceback (bounded) rides on t
 into its StepFailed event.
 
 Each run happens in a log context naming its execution, workflow and step (the thread a plain
-step runs in inherits it), so the user's own log lines carry them too.
+step runs in inherits it), so the user's own log lines carry them too. With tracing on, each
+run is a span (cerebelum.telemetry.tracing), current while the step runs, so spans the step's
+own code makes are its children; off, the run pays one `is None` test.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +32,9 @@ from cerebelum.core.machine import RunStep
 from cerebelum.errors import LimitExceeded
 from cerebelum.telemetry.logs import set_log_context
 from cerebelum.worker.isolation import run_isolated
+
+if TYPE_CHECKING:
+    from cerebelum.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,11 @@ MAX_RESULT_BYTES = 256 * 1024
 
 class StepRunner:
     def __init__(
-        self, max_concurrent: int, threads: int = 32, observe: Observe | None = None
+        self,
+        max_concurrent: int,
+        threads: int = 32,
+        observe: Observe | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         # Plain (sync) steps block a thread each; 32 threads keep I/O-bound sync steps moving
         # without letting CPU-bound ones starve the event loop's own thread.
@@ -55,6 +64,7 @@ class StepRunner:
         # the partition's next owner, which re-runs every scheduled, unrecorded step.
         self._closing = False
         self._observe = observe
+        self._tracing = tracing
 
     def submit(self, effect: RunStep, report: Report, partition: int | None = None) -> None:
         """Run `effect` (on `partition`, named in its log lines) and hand `report` its outcome."""
@@ -76,7 +86,9 @@ class StepRunner:
         )  # fmt: skip
         async with self._slots:
             started = time.perf_counter()
-            if effect.isolated:
+            if self._tracing is not None:
+                outcome = await self._run_traced(effect, partition, self._tracing)
+            elif effect.isolated:
                 outcome = await run_isolated(effect)
             else:
                 outcome = await run_step(effect, self._pool)
@@ -85,6 +97,26 @@ class StepRunner:
         if not outcome.ok:
             _log_failure(effect, outcome, partition)
         report(outcome)
+
+    async def _run_traced(
+        self, effect: RunStep, partition: int | None, tracing: Tracing
+    ) -> StepOutcome:
+        span = tracing.start_step(effect, partition)
+        if span is None:  # tracing failed (and said so): the step runs all the same
+            return await (run_isolated(effect) if effect.isolated else run_step(effect, self._pool))
+        token = tracing.activate(span)
+        try:
+            if effect.isolated:
+                outcome = await run_isolated(effect)
+            else:
+                outcome = await run_step(effect, self._pool)
+        except asyncio.CancelledError:  # the worker stops: the next owner runs it again
+            tracing.abandon_step(span)
+            raise
+        finally:
+            tracing.deactivate(token)
+        tracing.end_step(span, outcome)
+        return outcome
 
     async def drain(self, timeout: float) -> None:
         """Start no more steps; wait up to `timeout` seconds for running ones, cancel the rest."""

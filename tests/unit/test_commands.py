@@ -71,3 +71,49 @@ def test_a_signal_name_outside_the_alphabet_is_refused() -> None:
     raw = json.dumps({"type": "SendSignal", "execution_id": "e-1", "signal": "a/b"})
     with pytest.raises(InvalidCommand, match="field 'signal' may only contain"):
         parse_command(raw.encode())
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (TRACEPARENT, TRACEPARENT),
+        # A later version may append fields: the first four are read, as version 00.
+        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", TRACEPARENT),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", None),  # 00: exactly
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),  # invalid version
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),  # zero trace id
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),  # zero span id
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", None),  # uppercase
+        ("garbage", None),
+        (42, None),
+    ],
+)
+def test_a_start_keeps_a_valid_traceparent_and_drops_any_other(given: object, kept: str | None):
+    raw = json.dumps(
+        {"type": "StartExecution", "execution_id": "e", "workflow": "w", "traceparent": given}
+    ).encode()
+    command = parse_command(raw)
+    assert isinstance(command, StartExecution) and command.traceparent == kept
+
+
+def test_a_traceparent_is_recorded_on_the_start_and_carried_to_each_step_run() -> None:
+    from cerebelum.core.machine import RunStep, decide
+    from cerebelum.core.state import Execution
+    from cerebelum.core.workflow import Registry
+    from tests import apps
+
+    registry = Registry.from_namespace(vars(apps))
+    command = parse_command(start_command("e", "w3", {}, TRACEPARENT))
+    state, events, effects = decide(None, command, 1, registry)
+    assert state is not None and state.traceparent == TRACEPARENT
+    assert events[0]["traceparent"] == TRACEPARENT
+    (run,) = effects
+    assert isinstance(run, RunStep) and run.traceparent == TRACEPARENT
+    assert Execution.from_record(state.to_record()).traceparent == TRACEPARENT
+    # Without one, neither the history nor the snapshot changes shape.
+    state, events, _ = decide(None, parse_command(start_command("f", "w3", {})), 1, registry)
+    assert state is not None and "traceparent" not in events[0]
+    assert "traceparent" not in state.to_record()
