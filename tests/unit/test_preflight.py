@@ -28,6 +28,7 @@ def test_a_record_lists_versions_newest_first() -> None:
          Workflow("b", [only], version="v3"), Workflow("b", [only], version="v2")]
     )  # fmt: skip
     record = registry_record("host:1", registry, 123)
+    graphs = [w.pop("graphs") for w in record["workflows"]]
     assert record == {
         "worker_id": "host:1",
         "at": 123,
@@ -36,6 +37,8 @@ def test_a_record_lists_versions_newest_first() -> None:
             {"name": "b", "versions": ["v2", "v3", "v1"]},  # the last registered runs new starts
         ],
     }
+    assert [sorted(g) for g in graphs] == [["z-old"], ["v1", "v2", "v3"]]
+    assert graphs[1]["v3"] == registry.get("b", "v3").graph()  # type: ignore[union-attr]
 
 
 def test_only_members_of_the_worker_group_count() -> None:
