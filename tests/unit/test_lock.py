@@ -13,9 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
-# The extras the image carries beside the dependencies (scripts/lock.sh: --extra oidc), so a
-# team with an identity provider needs no other image.
-IMAGE_EXTRAS = ("oidc",)
+# The extras the image carries beside the dependencies (scripts/lock.sh: --extra oidc --extra
+# tracing), so a team with an identity provider or a trace collector needs no other image.
+IMAGE_EXTRAS = ("oidc", "tracing")
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 
