@@ -92,9 +92,11 @@ class KafkaUnavailable(CerebelumError):
     def __init__(
         self, bootstrap: str, timeout: float, doing: str, cause: BaseException | None = None
     ) -> None:
+        from cerebelum.security.redact import redact  # late: errors is imported everywhere
+
         detail = f" ({_describe(cause)})" if cause is not None else ""
         super().__init__(
-            f"Kafka at {bootstrap} did not {doing} within {_seconds(timeout)} s{detail}"
+            f"Kafka at {redact(bootstrap)} did not {doing} within {_seconds(timeout)} s{detail}"
         )
         self.bootstrap = bootstrap
         self.timeout = timeout

@@ -51,6 +51,7 @@ from cerebelum.core.events import (
 )
 from cerebelum.core.ids import home_partition, id_problem
 from cerebelum.errors import CommandRejected, InvalidId, KafkaUnavailable
+from cerebelum.security.kafka import aiokafka_kwargs
 
 # How long connecting and each acknowledgement may take before the call fails: a healthy broker
 # acknowledges in milliseconds and a restarting one is back within seconds, while a person at a
@@ -107,7 +108,7 @@ class Client:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             acks="all",
             enable_idempotence=True,
             # A few ms of linger batches bursts of starts into few requests.
@@ -225,7 +226,7 @@ class Client:
         without a gap (cerebelum.client.listener)."""
         if self._listener is not None:
             return
-        listener = Listener(self.settings.kafka_bootstrap, self._event, self._dead_lettered)
+        listener = Listener(self.settings, self._event, self._dead_lettered)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):

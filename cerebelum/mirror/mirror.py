@@ -58,6 +58,7 @@ from cerebelum.db import connect_pool
 from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
 from cerebelum.mirror.fold import EventRow, MalformedEvent, decode_event, sort_and_dedupe
 from cerebelum.mirror.store import record_reject, write_batch
+from cerebelum.security.kafka import aiokafka_kwargs
 from cerebelum.telemetry.metrics import MirrorMetrics
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class Mirror:
 
     async def _join_group(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             group_id=self.group_id,
             # Shown by the cluster view as the mirror's member.
             client_id=f"cerebelum-mirror:{socket.gethostname()}:{os.getpid()}",
