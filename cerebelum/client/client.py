@@ -50,8 +50,9 @@ from cerebelum.core.events import (
     cancelled_error,
 )
 from cerebelum.core.ids import home_partition, id_problem
-from cerebelum.errors import CommandRejected, InvalidId, KafkaUnavailable
+from cerebelum.errors import CommandRejected, InvalidId, KafkaRefused, KafkaUnavailable
 from cerebelum.security.kafka import aiokafka_kwargs
+from cerebelum.security.probe import refusal
 
 # How long connecting and each acknowledgement may take before the call fails: a healthy broker
 # acknowledges in milliseconds and a restarting one is back within seconds, while a person at a
@@ -125,6 +126,10 @@ class Client:
             # Bootstrapped (it knows brokers) but no producer id: say so, it is another fault.
             bootstrapped = bool(producer.client.cluster.brokers())
             doing = "allocate a producer id" if bootstrapped else "answer"
+            if not bootstrapped and (reason := await refusal(self.settings, self.timeout)):
+                raise KafkaRefused(
+                    self.settings.kafka_bootstrap, self.timeout, doing, reason
+                ) from None
             raise self._unavailable(doing, exc) from None
         self._producer = producer
 
