@@ -95,7 +95,7 @@ def upsert_users(bootstrap: str, home: Path) -> None:
     )
 
     password = tls.ensure_password(password_file(home)).encode()
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})  # no purge notes
     # One request per mechanism: the broker refuses two alterations of a user in one.
     for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
         upsert: list[UserScramCredentialAlteration] = [
