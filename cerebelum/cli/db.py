@@ -51,7 +51,11 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    for version, name in asyncio.run(applied_migrations(settings.database_url)):
+    try:
+        applied = asyncio.run(applied_migrations(settings.database_url))
+    except OSError as exc:
+        return _unreachable(settings, exc)
+    for version, name in applied:
         print(f"{version:>4}  {name}")
     return 0
 
