@@ -14,7 +14,8 @@ from cerebelum.security.secret import MASK
 # Query parameters of a DSN that carry secrets (libpq's names, and a generic spelling).
 _SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile_password", "secret", "token"})
 # `user:password@` inside anything URL-shaped, for strings urlsplit cannot read.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@/\s]*@")
+# Also catches what urlsplit does not read as a URL (`sasl_ssl://`: "_" is no scheme letter).
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+._-]*://)(?P<user>[^:@/\s,]*):[^@/\s,]*@")
 
 
 def redact(address: str) -> str:
@@ -34,9 +35,10 @@ def redact(address: str) -> str:
             query = urlencode(
                 [(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="/*"
             )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:  # an unparsable URL (a bad port, say): mask by pattern
-        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", address)
+        address = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # an unparsable URL (a bad port, say): the pattern below masks it
+        pass
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", address)
 
 
 def _redact_keywords(dsn: str) -> str:
