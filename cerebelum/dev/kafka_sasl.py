@@ -15,6 +15,7 @@ file), signed by the dev CA (cerebelum.dev.tls). What a client needs is written 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from cerebelum.dev import DevServiceError, tls
@@ -96,6 +97,7 @@ def upsert_users(bootstrap: str, home: Path) -> None:
 
     password = tls.ensure_password(password_file(home)).encode()
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})  # no purge notes
+    deadline = time.monotonic() + UPSERT_TIMEOUT_S
     # One request per mechanism: the broker refuses two alterations of a user in one.
     for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
         upsert: list[UserScramCredentialAlteration] = [
@@ -103,12 +105,19 @@ def upsert_users(bootstrap: str, home: Path) -> None:
                 USER, ScramCredentialInfo(mechanism, SCRAM_ITERATIONS), password
             )
         ]
-        futures = admin.alter_user_scram_credentials(upsert, request_timeout=UPSERT_TIMEOUT_S)
-        for future in futures.values():
+        while True:  # a broker that has just started may not take it at once: retry
+            left = max(deadline - time.monotonic(), 1.0)
+            (future,) = admin.alter_user_scram_credentials(upsert, request_timeout=left).values()
             try:
-                future.result(timeout=UPSERT_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - any failure: say which step
-                raise DevServiceError(f"could not add the SCRAM users to Kafka: {exc}") from exc
+                future.result(timeout=left)
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure: retry, then say which step
+                if time.monotonic() >= deadline:
+                    raise DevServiceError(
+                        f"could not add the SCRAM users to Kafka within "
+                        f"{UPSERT_TIMEOUT_S:.0f} s: {exc}"
+                    ) from exc
+                time.sleep(0.5)  # as the readiness wait polls: a start takes seconds
 
 
 def client_settings(root: Path, home: Path, port: int) -> dict[str, str]:
