@@ -6,7 +6,8 @@ own nothing and get only this (`cerebelum db grant --role NAME --for mirror|api`
     mirror  SELECT, INSERT, UPDATE on the tables it writes (events and its partitions,
             executions, mirror_rejects) and SELECT on schema_migrations (it checks the schema
             is up to date at start); no DELETE, no DDL
-    api     SELECT on every table; it never writes, LISTENs or creates anything
+    api     SELECT on every table; it never writes or creates anything
+LISTEN and NOTIFY (the mirror telling the API a batch is in) need no privilege in PostgreSQL.
 
 In order, in one transaction: 1. revoke the role's table privileges in the schema, so a second
 grant with another purpose leaves exactly the new set; 2. CONNECT on the database and USAGE on
