@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from cerebelum.errors import ConfigurationError
+from cerebelum.security.kafka import KafkaSecurity
+from cerebelum.security.redact import redact
+from cerebelum.security.secret import secret_from
 from cerebelum.telemetry.logs import LOG_FORMATS, TEXT
 
 DEFAULT_KAFKA = "127.0.0.1:19092"
@@ -19,6 +24,9 @@ DEFAULT_DATABASE_URL = "postgresql://cerebelum@127.0.0.1:15432/cerebelum"
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap: str = DEFAULT_KAFKA
+    # TLS and SASL of every Kafka client (cerebelum.security.kafka; README, "Security").
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # May hold a password (CEREBELUM_DATABASE_PASSWORD_FILE puts it there): shown redacted.
     database_url: str = DEFAULT_DATABASE_URL
     # The worker group's protocol: "consumer" (KIP-848, Kafka 4.0+: the broker assigns
     # partitions incrementally and owns the session timeout, group.consumer.session.timeout.ms)
@@ -67,13 +75,22 @@ class Settings:
     # offsets and its commit deletes it and stops itself (SIGSTOP), to be a zombie on cue.
     fault_pause_before_commit: str | None = None
 
+    def __repr__(self) -> str:
+        # The database URL redacted; kafka_security hides its own password.
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["database_url"] = redact(self.database_url)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    __str__ = __repr__
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
             kafka_bootstrap=env.get("CEREBELUM_KAFKA", defaults.kafka_bootstrap),
-            database_url=env.get("CEREBELUM_DATABASE_URL", defaults.database_url),
+            kafka_security=KafkaSecurity.from_env(env),
+            database_url=database_url_from_env(env, defaults.database_url),
             session_timeout_ms=int(
                 env.get("CEREBELUM_SESSION_TIMEOUT_MS", defaults.session_timeout_ms)
             ),
@@ -150,6 +167,48 @@ def traces_exporter_from_env(env: Mapping[str, str]) -> str | None:
                 "port is 4318)"
             )
     return exporter
+
+
+def database_url_from_env(env: Mapping[str, str], default: str = DEFAULT_DATABASE_URL) -> str:
+    """CEREBELUM_DATABASE_URL, with the password of CEREBELUM_DATABASE_PASSWORD_FILE (a
+    Kubernetes secret, say) put in, and its TLS files checked: a CA file that is missing
+    fails here rather than as a TLS error on every connection attempt."""
+    url = env.get("CEREBELUM_DATABASE_URL") or default
+    password = secret_from(
+        None, env.get("CEREBELUM_DATABASE_PASSWORD_FILE"), "CEREBELUM_DATABASE_PASSWORD"
+    )
+    try:
+        parts = urlsplit(url)
+        params = parse_qs(parts.query)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"CEREBELUM_DATABASE_URL is not a URL: {redact(url)} ({exc})"
+        ) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"CEREBELUM_DATABASE_URL must start with postgresql://, not {redact(url)}"
+        )
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        for path in params.get(name, []):
+            if not Path(path).is_file():
+                raise ConfigurationError(
+                    f"CEREBELUM_DATABASE_URL names {name}={path}, which is not a readable file"
+                )
+    if password is None:
+        return url
+    if parts.password is not None:
+        raise ConfigurationError(
+            "CEREBELUM_DATABASE_URL has a password and CEREBELUM_DATABASE_PASSWORD_FILE is set: "
+            "set one"
+        )
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        raise ConfigurationError(
+            "CEREBELUM_DATABASE_PASSWORD_FILE needs a user in CEREBELUM_DATABASE_URL "
+            "(postgresql://USER@host/db)"
+        )
+    netloc = f"{user}:{quote(password.reveal(), safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _log_format(value: str) -> str:

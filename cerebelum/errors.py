@@ -9,6 +9,8 @@
     │                             producing (also a ValueError)
     ├── CommandRejected           a worker dead-lettered the command a caller waits on
     ├── KafkaUnavailable          Kafka did not answer or acknowledge within the bound
+    │   └── KafkaRefused          a broker answered but refused the TLS handshake or the
+    │                             SASL authentication (no retry will help)
     ├── ExecutionNotFound         a query names an execution that does not exist
     ├── TopicMismatch             a topic exists with other settings than declared
     │                             (cerebelum.admin.topics)
@@ -92,14 +94,27 @@ class KafkaUnavailable(CerebelumError):
     def __init__(
         self, bootstrap: str, timeout: float, doing: str, cause: BaseException | None = None
     ) -> None:
+        from cerebelum.security.redact import redact  # late: errors is imported everywhere
+
         detail = f" ({_describe(cause)})" if cause is not None else ""
         super().__init__(
-            f"Kafka at {bootstrap} did not {doing} within {_seconds(timeout)} s{detail}"
+            f"Kafka at {redact(bootstrap)} did not {doing} within {_seconds(timeout)} s{detail}"
         )
         self.bootstrap = bootstrap
         self.timeout = timeout
         self.doing = doing  # "answer", "allocate a producer id", "acknowledge the start of x"
         self.cause = cause
+
+
+class KafkaRefused(KafkaUnavailable):
+    """A broker was reached but refused the connection's TLS or SASL (`reason` says how)."""
+
+    def __init__(self, bootstrap: str, timeout: float, doing: str, reason: str) -> None:
+        super().__init__(bootstrap, timeout, doing)
+        from cerebelum.security.redact import redact
+
+        self.reason = reason
+        self.args = (f"Kafka at {redact(bootstrap)} refused the connection: {reason}",)
 
 
 def _seconds(timeout: float) -> str:

@@ -43,7 +43,7 @@ def settings() -> Settings:
 async def topics(settings: Settings) -> None:
     from cerebelum.admin.topics import apply_topics, load_declarations
 
-    await apply_topics(settings.kafka_bootstrap, load_declarations())
+    await apply_topics(settings, load_declarations())
 
 
 @pytest.fixture(scope="session")

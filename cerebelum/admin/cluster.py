@@ -45,6 +45,7 @@ from cerebelum.constants import (
     TOPIC_STATE,
     WORKER_GROUP,
 )
+from cerebelum.security.kafka import aiokafka_kwargs, librdkafka_config
 
 # The API names an execution's owner from a description at most this old: ownership changes
 # only on a rebalance (seconds), and one DescribeGroups per request would load the coordinator.
@@ -121,9 +122,9 @@ class ClusterInspector:
     async def _open(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         async with self._lock:
             if self._admin is None or self._consumer is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+                admin = AIOKafkaAdminClient(**aiokafka_kwargs(self.settings))
                 consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    **aiokafka_kwargs(self.settings),
                     isolation_level="read_committed",  # end offsets are last stable offsets
                     enable_auto_commit=False,
                 )
@@ -172,7 +173,7 @@ class ClusterInspector:
 
     def _describe(self, group: str, topic: str) -> GroupDescription:
         if self._described is None:
-            self._described = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+            self._described = AdminClient(librdkafka_config(self.settings))
         future = self._described.describe_consumer_groups([group], request_timeout=10)[group]
         return group_description(group, future.result(), topic)
 

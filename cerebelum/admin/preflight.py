@@ -38,6 +38,7 @@ from cerebelum.constants import (
 )
 from cerebelum.core.ids import home_partition
 from cerebelum.core.state import TERMINAL
+from cerebelum.security.kafka import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +235,12 @@ class PartitionProbe:
     async def _open(self) -> tuple[AIOKafkaConsumer, AIOKafkaConsumer]:
         if self._reader is None or self._uncommitted is None:
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **aiokafka_kwargs(self.settings),
                 isolation_level="read_committed",  # end offsets are last stable offsets
                 enable_auto_commit=False,
             )
             uncommitted = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **aiokafka_kwargs(self.settings),
                 isolation_level="read_uncommitted",  # end offsets are high watermarks
                 enable_auto_commit=False,
             )

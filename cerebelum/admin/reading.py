@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from cerebelum.config import Settings
+from cerebelum.security.kafka import aiokafka_kwargs
 
 # Progress callback: (topic, offsets covered, offsets to cover); transaction markers take
 # offsets too, so offsets, not records, reach the total.
@@ -40,7 +41,7 @@ async def read_topic(
     if not wanted:
         return 0
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # a start retention already deleted: from the first held
@@ -93,7 +94,7 @@ async def start_offsets(
 ) -> Offsets:
     """Where to start reading (in the partitions of `ends`): the first held offsets, or the
     first at or after `since_ms`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**aiokafka_kwargs(settings))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(ends)]

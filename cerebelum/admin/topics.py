@@ -18,8 +18,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from cerebelum.config import Settings
 from cerebelum.errors import CerebelumError
 from cerebelum.resources import TOPIC_DECLARATIONS
+from cerebelum.security.kafka import aiokafka_kwargs
 
 # topics/topics.json, shipped inside the package (cerebelum/resources.py).
 DEFAULT_DECLARATIONS = TOPIC_DECLARATIONS
@@ -84,10 +86,13 @@ def _span(first: int, last: int) -> str:
 
 
 async def apply_topics(
-    bootstrap: str, specs: list[TopicSpec], replication_factor: int | None = None
+    target: Settings | str, specs: list[TopicSpec], replication_factor: int | None = None
 ) -> list[str]:
-    """Create missing topics; raise TopicMismatch for a wrong partition count. Returns a report."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    """Create missing topics; raise TopicMismatch for a wrong partition count. Returns a report.
+
+    `target` is the settings to connect with, or a bare bootstrap (plaintext, no SASL)."""
+    settings = target if isinstance(target, Settings) else Settings(kafka_bootstrap=target)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     await admin.start()
     report: list[str] = []
     try:

@@ -46,6 +46,7 @@ from cerebelum.config import Settings
 from cerebelum.constants import TOPIC_WORKFLOWS, WORKER_CLIENT_ID_PREFIX
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import KafkaUnavailable
+from cerebelum.security.kafka import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ async def withdraw_workflows(
 
 async def _produce(settings: Settings, key: str, value: bytes | None, timeout: float) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **aiokafka_kwargs(settings),
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=int(timeout * 1000),  # an unsent record expires within the bound
@@ -286,7 +287,7 @@ class WorkflowDirectory:
 
     async def _open(self) -> list[TopicPartition]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             enable_auto_commit=False,
             # Records go to the topic without transactions; read_committed reads them all the same.
             isolation_level="read_committed",

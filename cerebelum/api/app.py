@@ -93,6 +93,7 @@ from cerebelum.config import ApiSettings, Settings
 from cerebelum.core.commands import MAX_COMMAND_BYTES, parse_traceparent, start_command
 from cerebelum.db import connect_pool
 from cerebelum.errors import KafkaUnavailable
+from cerebelum.security.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ async def _connect(client: Client, first_attempt: asyncio.Event) -> None:
     while True:
         try:
             await client.connect()
-            log.info("api: connected to Kafka at %s", client.settings.kafka_bootstrap)
+            log.info("api: connected to Kafka at %s", redact(client.settings.kafka_bootstrap))
             return
         except KafkaUnavailable as exc:
             log.warning("api: %s; retrying in %.1f s", exc, delay)

@@ -23,7 +23,7 @@ from cerebelum.admin.preflight import CHECK_TIMEOUT_S, PartitionProbe, Refusal, 
 from cerebelum.config import Settings
 from cerebelum.core.ids import id_problem
 from cerebelum.db import connect_pool
-from cerebelum.errors import KafkaUnavailable
+from cerebelum.errors import KafkaRefused, KafkaUnavailable
 
 # Reaching Kafka and its acknowledgement: a healthy broker answers in milliseconds, a person
 # should hear within a quarter of a minute that it does not (the Client's own default).
@@ -67,6 +67,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> int:
 def kafka_away(exc: KafkaUnavailable, deadline: Deadline) -> int:
     """One line for Kafka away, naming the command's whole bound (the part left for Kafka
     after the checks is less)."""
+    if isinstance(exc, KafkaRefused):  # not a matter of time: say why
+        return fail(str(exc))
     return fail(str(KafkaUnavailable(exc.bootstrap, deadline.seconds, exc.doing, exc.cause)))
 
 

@@ -34,9 +34,7 @@ def run_apply(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         report = asyncio.run(
-            apply_topics(
-                settings.kafka_bootstrap, load_declarations(args.file), args.replication_factor
-            )
+            apply_topics(settings, load_declarations(args.file), args.replication_factor)
         )
     except TopicMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -55,7 +55,9 @@ from cerebelum.core.events import (
     cancelled_error,
 )
 from cerebelum.core.ids import home_partition, id_problem
-from cerebelum.errors import CommandRejected, InvalidId, KafkaUnavailable
+from cerebelum.errors import CommandRejected, InvalidId, KafkaRefused, KafkaUnavailable
+from cerebelum.security.kafka import aiokafka_kwargs
+from cerebelum.security.probe import refusal
 
 # How long connecting and each acknowledgement may take before the call fails: a healthy broker
 # acknowledges in milliseconds and a restarting one is back within seconds, while a person at a
@@ -112,7 +114,7 @@ class Client:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             acks="all",
             enable_idempotence=True,
             # A few ms of linger batches bursts of starts into few requests.
@@ -129,6 +131,10 @@ class Client:
             # Bootstrapped (it knows brokers) but no producer id: say so, it is another fault.
             bootstrapped = bool(producer.client.cluster.brokers())
             doing = "allocate a producer id" if bootstrapped else "answer"
+            if not bootstrapped and (reason := await refusal(self.settings, self.timeout)):
+                raise KafkaRefused(
+                    self.settings.kafka_bootstrap, self.timeout, doing, reason
+                ) from None
             raise self._unavailable(doing, exc) from None
         self._producer = producer
 
@@ -250,7 +256,7 @@ class Client:
         without a gap (cerebelum.client.listener)."""
         if self._listener is not None:
             return
-        listener = Listener(self.settings.kafka_bootstrap, self._event, self._dead_lettered)
+        listener = Listener(self.settings, self._event, self._dead_lettered)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):

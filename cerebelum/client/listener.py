@@ -26,7 +26,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from cerebelum._librdkafka import take
+from cerebelum.config import Settings
 from cerebelum.constants import PARTITIONS, TOPIC_DLQ, TOPIC_EVENTS
+from cerebelum.security.kafka import librdkafka_config
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,8 @@ OnDeadLetter = Callable[[DeadLetter], None]
 
 
 class Listener:
-    def __init__(self, bootstrap: str, on_event: OnEvent, on_dead_letter: OnDeadLetter) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings, on_event: OnEvent, on_dead_letter: OnDeadLetter) -> None:
+        self._settings = settings
         self._on_event = on_event
         self._on_dead_letter = on_dead_letter
         self._consumer: Consumer | None = None
@@ -74,10 +76,10 @@ class Listener:
         """Position at the current ends and begin following (blocks up to `timeout`; raises
         KafkaException if Kafka does not answer)."""
         self._loop = loop
-        ends = _ends(self._bootstrap, timeout)
+        ends = _ends(self._settings, timeout)
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap,
+                **librdkafka_config(self._settings),
                 "group.id": "cerebelum-client",  # never joins or commits: assign only
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -124,7 +126,7 @@ class Listener:
             loop.call_soon_threadsafe(fn, arg)
 
 
-def _ends(bootstrap: str, timeout: float) -> list[TopicPartition]:
+def _ends(settings: Settings, timeout: float) -> list[TopicPartition]:
     """The last stable offsets of every partition of both topics. Partitions whose answer is a
     retriable error (a leader moving, a topic just created) are asked again until `timeout`."""
     deadline = time.monotonic() + timeout
@@ -134,7 +136,7 @@ def _ends(bootstrap: str, timeout: float) -> list[TopicPartition]:
         left = max(deadline - time.monotonic(), 0.1)
         # A new client each round: one that was answered from stale metadata may keep asking
         # the old leader.
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(librdkafka_config(settings))
         futures = admin.list_offsets(
             {tp: OffsetSpec.latest() for tp in missing},  # type: ignore[no-untyped-call]
             isolation_level=IsolationLevel.READ_COMMITTED,

@@ -6,13 +6,22 @@ Layout under the repo root:
     .dev/kafka/log4j2.properties   logging to .dev/kafka/logs/server.log
     .dev/kafka/data/               the log dirs (meta.properties once formatted)
     .dev/kafka/kafka.pid, kafka.out
+    .dev/kafka/tls/, client.env    the SASL_SSL listener's keystore, what its clients need
+                                   (cerebelum.dev.kafka_sasl)
+
+Listeners: PLAINTEXT on the client port, SASL_SSL on the client port + 2 (always on, so the
+security tests need no second JVM), the KRaft controller PLAINTEXT on its port; brokers talk
+to each other on the PLAINTEXT listener. All on 127.0.0.1 only.
 
 Starting is, in order:
     1. fetch the jars unless COMPLETE is there;
     2. write the config files;
     3. format the storage unless data/meta.properties exists;
     4. launch `kafka.Kafka` detached in its own session;
-    5. wait until an admin client can list topics.
+    5. wait until an admin client can list topics;
+    6. upsert the SCRAM users, write .dev/kafka/client.env.
+A broker already running with another server.properties (an older version's) is restarted
+with the new one; one with the same is left alone.
 The caller holds the root's `dev up` lock (services.up), so two starts never overlap. A broker
 of this root that is already alive (found by its pid file or, failing that, in /proc by the
 server.properties path on its command line) is waited for, never launched twice.
@@ -34,6 +43,7 @@ from pathlib import Path
 
 from cerebelum.dev import (
     DevServiceError,
+    kafka_sasl,
     pid_alive,
     port_answers,
     processes_with,
@@ -49,6 +59,8 @@ HOST = "127.0.0.1"
 # Off the well-known 9092/9093 so a developer's own Kafka on the machine does not clash.
 DEFAULT_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
+# The SASL_SSL listener's port is the client port + this (the controller has + 1).
+SASL_PORT_OFFSET = 2
 # Enough for a dev broker with a few hundred partitions; the rest of RAM goes to page cache.
 HEAP = "1g"
 # A cold start (JVM, KRaft election, log recovery) takes 2-4 s here; 90 s covers a slow CI box.
@@ -189,6 +201,14 @@ class KafkaLayout:
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def sasl_port(self) -> int:
+        return self.port + SASL_PORT_OFFSET
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"{HOST}:{self.sasl_port}"
+
 
 def fetch_jars(layout: KafkaLayout) -> None:
     """Download Kafka and its logging backend into the cache once; a COMPLETE marker skips it."""
@@ -297,12 +317,16 @@ def _server_properties(layout: KafkaLayout) -> str:
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{layout.controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{layout.port},CONTROLLER://{HOST}:{layout.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{layout.port}",
+        "listeners": f"PLAINTEXT://{HOST}:{layout.port},"
+        f"CONTROLLER://{HOST}:{layout.controller_port},SASL_SSL://{HOST}:{layout.sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{layout.port},"
+        f"SASL_SSL://{HOST}:{layout.sasl_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_SSL:SASL_SSL",
         "log.dirs": str(layout.data),
+        **kafka_sasl.listener_properties(layout.root, layout.home, layout.sasl_port),
         **CLUSTER_SETTINGS,
     }
     lines = ["# Written by cerebelum.dev.kafka on every start; edit the code, not this file."]
@@ -323,6 +347,7 @@ def format_storage(layout: KafkaLayout) -> None:
         cluster_id,
         "-c",
         str(layout.server_properties),
+        *kafka_sasl.format_arguments(layout.home),
     )
     say(f"formatted Kafka storage (cluster id {cluster_id})")
 
@@ -379,8 +404,12 @@ def _is_broker(pid: int) -> bool:
 def start(layout: KafkaLayout) -> None:
     """Fetch, configure, format and launch the broker, then wait until it serves requests."""
     if is_running(layout):
-        say(f"Kafka already running on {layout.bootstrap} (pid {_our_pid(layout)})")
-        return
+        if _config_current(layout):
+            say(f"Kafka already running on {layout.bootstrap} (pid {_our_pid(layout)})")
+            _finish(layout)
+            return
+        say("Kafka runs with an older configuration: restarting it with the new one")
+        stop(layout)
     starting = _our_pid(layout)
     if starting is not None:
         # Launched by an earlier `up` that was interrupted while it waited: wait in its place.
@@ -389,6 +418,7 @@ def start(layout: KafkaLayout) -> None:
         started = time.monotonic()
         _wait_ready(layout, starting)
         say(f" ready in {time.monotonic() - started:.1f} s")
+        _finish(layout)
         return
     if port_answers(HOST, layout.port):
         raise DevServiceError(
@@ -424,6 +454,21 @@ def start(layout: KafkaLayout) -> None:
     layout.pid_file.write_text(f"{process.pid}\n")
     _wait_ready(layout, process.pid)
     say(f" ready in {time.monotonic() - started:.1f} s")
+    _finish(layout)
+
+
+def _config_current(layout: KafkaLayout) -> bool:
+    """True if the running broker's server.properties is what this version writes."""
+    try:
+        return layout.server_properties.read_text() == _server_properties(layout)
+    except OSError:
+        return False
+
+
+def _finish(layout: KafkaLayout) -> None:
+    """What a running broker needs each `up`: its SCRAM users, the client settings file."""
+    kafka_sasl.upsert_users(layout.bootstrap, layout.home)
+    kafka_sasl.write_client_env(layout.root, layout.home, layout.sasl_port)
 
 
 def _wait_ready(layout: KafkaLayout, pid: int) -> None:
@@ -512,6 +557,8 @@ def status(layout: KafkaLayout) -> dict[str, object]:
         "jars_cached": layout.complete_marker.exists(),
         "formatted": (layout.data / "meta.properties").exists(),
         "log": str(layout.logs / "server.log"),
+        # The SASL_SSL listener's client settings (the password stays in its file).
+        "sasl_ssl": kafka_sasl.client_settings(layout.root, layout.home, layout.sasl_port),
     }
 
 

@@ -1,4 +1,7 @@
-"""A PostgreSQL server of the repo's own, in .dev/postgres, on 127.0.0.1:15432 with trust auth.
+"""A PostgreSQL server of the repo's own, in .dev/postgres, on 127.0.0.1:15432.
+
+The superuser `cerebelum` has trust auth on loopback; TLS is on, and the service roles
+`cerebelum_mirror` and `cerebelum_api` log in over TLS with a password (postgres_auth.py).
 
 PostgreSQL refuses to run as root, so when we are root the server runs as the system user
 `cerebelum-pg` (created on first use) and every server command goes through `runuser`.
@@ -6,9 +9,11 @@ PostgreSQL refuses to run as root, so when we are root the server runs as the sy
 Starting is, in order:
     1. find the server binaries (apt-get install postgresql if there are none);
     2. initdb .dev/postgres/data unless it holds PG_VERSION;
-    3. write cerebelum.conf (included from postgresql.conf) with our port and settings;
+    3. write cerebelum.conf (included from postgresql.conf) with our port and settings, and
+       the TLS certificate and pg_hba.conf into the data dir;
     4. pg_ctl start, which waits until the server accepts connections;
-    5. create the `cerebelum` database if it is missing.
+    5. create the `cerebelum` database and the service roles if they are missing.
+A server already running is reloaded when step 3 changed a file (an older version's .dev).
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cerebelum.dev import DevServiceError, pid_alive, port_answers, read_pid, say
+from cerebelum.dev import (
+    DevServiceError,
+    pid_alive,
+    port_answers,
+    postgres_auth,
+    read_pid,
+    say,
+)
 
 HOST = "127.0.0.1"
 # Off the default 5432 so a system PostgreSQL on the machine does not clash.
@@ -83,7 +95,7 @@ shared_buffers = 256MB
 # Durability stays as in production: fault tests kill the server and must see committed rows.
 fsync = on
 synchronous_commit = on
-"""
+""" + postgres_auth.settings()
 
 
 def find_bindir() -> Path:
@@ -246,13 +258,17 @@ def init_cluster(layout: PostgresLayout, bindir: Path, user: str | None) -> None
         conf.write("\ninclude 'cerebelum.conf'\n")
 
 
-def write_config(layout: PostgresLayout, user: str | None) -> None:
-    """Rewrite cerebelum.conf, the one place our settings live, owned by the server user."""
+def write_config(layout: PostgresLayout, user: str | None) -> bool:
+    """Rewrite cerebelum.conf, the one place our settings live, owned by the server user, and
+    put the TLS files and pg_hba.conf in place; True if anything changed."""
     conf = layout.data / "cerebelum.conf"
-    conf.write_text(_server_settings(layout))
+    text = _server_settings(layout)
+    changed = not conf.exists() or conf.read_text() != text
+    conf.write_text(text)
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(conf, entry.pw_uid, entry.pw_gid)
+    return postgres_auth.install_files(layout.root, layout.home, layout.data, user) or changed
 
 
 def server_pid(layout: PostgresLayout) -> int | None:
@@ -270,6 +286,12 @@ def start(layout: PostgresLayout) -> None:
     """Install if needed, initdb, configure and start the server, then create the database."""
     if is_running(layout):
         say(f"PostgreSQL already running on {HOST}:{layout.port} (pid {server_pid(layout)})")
+        user = _server_user(layout)
+        if write_config(layout, user):  # TLS and pg_hba.conf take effect on a reload
+            say("  configuration changed: reloading")
+            pg_ctl = str(_bindir_for(layout) / "pg_ctl")
+            _run(user, [pg_ctl, "reload", "-D", str(layout.data), "-s"], "pg_ctl reload")
+        asyncio.run(_ensure_database(layout))
         return
     if server_pid(layout) is None and port_answers(HOST, layout.port):
         raise DevServiceError(
@@ -313,6 +335,7 @@ async def _ensure_database(layout: PostgresLayout) -> None:
         if not exists:
             await connection.execute(f'CREATE DATABASE "{DB_NAME}"')
             say(f"  created database {DB_NAME}")
+        await postgres_auth.ensure_roles(connection, layout.home)
     finally:
         await connection.close()
 
@@ -340,4 +363,16 @@ def status(layout: PostgresLayout) -> dict[str, object]:
         "url": layout.url,
         "initialised": (layout.data / "PG_VERSION").exists(),
         "log": str(layout.log_file),
+        # How the mirror and the API connect as their own roles (after `cerebelum db grant`).
+        "service_roles": {
+            role: {
+                "CEREBELUM_DATABASE_URL": postgres_auth.role_url(
+                    layout.root, layout.home, layout.port, role, DB_NAME
+                ),
+                "CEREBELUM_DATABASE_PASSWORD_FILE": str(
+                    postgres_auth.password_file(layout.home, role)
+                ),
+            }
+            for role in postgres_auth.SERVICE_ROLES
+        },
     }

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cerebelum.dev import exclusive, kafka, postgres, say
+from cerebelum.dev import exclusive, kafka, kafka_sasl, postgres, say
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,11 @@ def up(root: Path | None = None, ports: Ports | None = None) -> Endpoints:
     endpoints = Endpoints(kafka_bootstrap=kafka_layout.bootstrap, database_url=pg_layout.url)
     say(f"CEREBELUM_KAFKA={endpoints.kafka_bootstrap}")
     say(f"CEREBELUM_DATABASE_URL={endpoints.database_url}")
+    say(
+        f"# SASL_SSL on {kafka_layout.sasl_bootstrap}: `set -a; . "
+        f"{kafka_sasl.client_env_file(kafka_layout.home)}; set +a`; "
+        "service roles: `cerebelum dev status`"
+    )
     return endpoints
 
 

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from cerebelum.backoff import Backoff, until_ready
@@ -58,6 +58,9 @@ from cerebelum.db import connect_pool
 from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
 from cerebelum.mirror.fold import EventRow, MalformedEvent, decode_event, sort_and_dedupe
 from cerebelum.mirror.store import record_reject, write_batch
+from cerebelum.security.kafka import aiokafka_kwargs
+from cerebelum.security.probe import refusal
+from cerebelum.security.redact import redact
 from cerebelum.telemetry.metrics import MirrorMetrics
 
 log = logging.getLogger(__name__)
@@ -196,7 +199,7 @@ class Mirror:
             if self._pool is None:
                 return
         self._consumer = await until_ready(
-            f"mirror: Kafka at {self.settings.kafka_bootstrap}",
+            f"mirror: Kafka at {redact(self.settings.kafka_bootstrap)}",
             self._join_group, retry_on=_kafka_unreachable, stopping=self._stopping,
             logger=log, quiet=("aiokafka",),  # aiokafka logs each refused bootstrap at ERROR
         )  # fmt: skip
@@ -210,7 +213,7 @@ class Mirror:
 
     async def _join_group(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **aiokafka_kwargs(self.settings),
             group_id=self.group_id,
             # Shown by the cluster view as the mirror's member.
             client_id=f"cerebelum-mirror:{socket.gethostname()}:{os.getpid()}",
@@ -229,8 +232,11 @@ class Mirror:
         consumer.subscribe([TOPIC_EVENTS], listener=_DrainOnRevoke(self))
         try:
             await consumer.start()
-        except BaseException:
+        except BaseException as exc:
             await consumer.stop()  # closes what the failed start opened
+            if isinstance(exc, KafkaError) and (reason := await refusal(self.settings, 5.0)):
+                # Still retried (credentials may be being rotated), but the log says why.
+                raise KafkaConnectionError(f"refused: {reason}") from exc
             raise
         return consumer
 

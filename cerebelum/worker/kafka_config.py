@@ -7,12 +7,14 @@ from typing import Any
 
 from cerebelum.config import Settings
 from cerebelum.constants import WORKER_CLIENT_ID_PREFIX, WORKER_GROUP, worker_transactional_id
+from cerebelum.security.kafka import librdkafka_config
 from cerebelum.telemetry.logs import JSON
 
 
 def common(settings: Settings, client_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        # Address, TLS and SASL: the same for every client (cerebelum.security.kafka).
+        **librdkafka_config(settings),
         "client.id": client_id,
         # librdkafka logs connection errors itself at ERROR level every few seconds while a
         # broker is away; the worker logs what matters (retries, failovers) on its own.

@@ -1,7 +1,8 @@
 """`cerebelum dev up` run twice at once starts one broker; status and down always find it.
 
-Runs the dev services of a fresh root on spare ports (29192/29193 Kafka, 25532 PostgreSQL), with
-the jar cache of this checkout, so nothing of the test services is touched.
+Runs the dev services of a fresh root on ports free at run time (Kafka's client, controller and
+SASL_SSL listeners on three consecutive ones, PostgreSQL on another), with the jar cache of this
+checkout, so nothing of the test services, nor of a parallel run, is touched.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,31 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-PORTS = ["--kafka-port", "29192", "--kafka-controller-port", "29193", "--postgres-port", "25532"]
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports() -> list[str]:
+    """A base port p with p, p+1 and p+2 free (client, controller, SASL_SSL), and one more."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 3 < 65_536 and all(_free(base + i) for i in (1, 2, 3)):
+            break
+    return [
+        "--kafka-port", str(base), "--kafka-controller-port", str(base + 1),
+        "--postgres-port", str(base + 3),
+    ]  # fmt: skip
+
+
+PORTS = free_ports()
 # A cold `up` (initdb, storage format, JVM start) takes 10-30 s on a busy 2-core box.
 UP_TIMEOUT_S = 180
 
