@@ -6,7 +6,8 @@ own nothing and get only this (`cerebelum db grant --role NAME --for mirror|api`
     mirror  SELECT, INSERT, UPDATE on the tables it writes (events and its partitions,
             executions, mirror_rejects) and SELECT on schema_migrations (it checks the schema
             is up to date at start); no DELETE, no DDL
-    api     SELECT on every table; it never writes or creates anything
+    api     SELECT on every table, and UPDATE of two columns of dead_letters (replayed_at,
+            replayed_by: a replay's claim, POST /dlq/{id}/replay); it writes nothing else
 LISTEN and NOTIFY (the mirror telling the API a batch is in) need no privilege in PostgreSQL.
 
 In order, in one transaction: 1. revoke the role's table privileges in the schema, so a second
@@ -25,6 +26,8 @@ from cerebelum.errors import ConfigurationError
 PURPOSES = ("mirror", "api")
 # The one table the mirror reads but never writes.
 MIGRATIONS_TABLE = "schema_migrations"
+# The one table the API writes to (two columns of it): a dead letter's replay claim.
+DEAD_LETTERS = "dead_letters"
 
 
 async def grant(database_url: str, role: str, purpose: str) -> list[str]:
@@ -77,6 +80,10 @@ async def _statements(conn: asyncpg.Connection, role: str, purpose: str) -> list
         f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {quote}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {quote}",
     ]
+    if purpose == "api" and DEAD_LETTERS in tables:
+        statements.append(
+            f"GRANT UPDATE (replayed_at, replayed_by) ON {schema}.{DEAD_LETTERS} TO {quote}"
+        )
     if purpose == "mirror":
         statements += [
             f"GRANT INSERT, UPDATE ON {names} TO {quote}",

@@ -29,6 +29,7 @@ from cerebelum.constants import (
     MIRROR_GROUP,
     TOPIC_DLQ,
 )
+from cerebelum.security.kafka import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class DeadLetterMirror:
         while not self.stopping.is_set():
             consumer = AIOKafkaConsumer(
                 TOPIC_DLQ,
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **aiokafka_kwargs(self.settings),
                 group_id=DLQ_GROUP,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
