@@ -81,10 +81,17 @@ def registry_record(worker_id: str, registry: Registry, at_ms: int) -> dict[str,
     }
 
 
-def _graph(registry: Registry, name: str, version: str) -> dict[str, Any]:
+def _graph(registry: Registry, name: str, version: str) -> dict[str, Any] | None:
+    """The version's graph; None (logged) if describing it fails: a worker publishes, and
+    runs, its workflows whatever a user's step object does when looked at."""
     workflow = registry.get(name, version)
     assert workflow is not None  # a version the registry listed
-    return workflow.graph()
+    try:
+        return workflow.graph()
+    except Exception:  # noqa: BLE001 - a graph is information, never a reason to stop
+        log.exception("cannot describe workflow %s version %s; published without its graph",
+                      name, version)  # fmt: skip
+        return None
 
 
 async def publish_workflows(

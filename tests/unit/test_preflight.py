@@ -67,3 +67,12 @@ def test_a_start_is_refused_only_when_every_live_worker_is_known() -> None:
     assert refusal is not None and refusal.status == 409
     assert refusal.message == "no live worker runs workflow 'nope'"
     assert refusal.details == {"workflow": "nope", "workflows": ["order", "w3"]}
+
+
+def test_a_workflow_that_cannot_be_described_is_published_without_its_graph() -> None:
+    from tests import apps
+
+    record = registry_record("host:1", Registry.from_namespace(vars(apps)), 123)
+    graphs = {w["name"]: w["graphs"] for w in record["workflows"]}
+    assert list(graphs["bug_at_start"].values()) == [None]  # its step raises when looked at
+    assert all(g is not None for g in graphs["w3"].values())
