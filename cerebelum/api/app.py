@@ -10,6 +10,8 @@
     GET  /executions/{id}/state     the state at ?version=N, or ?diff=A..B           scope read
     GET  /dlq, /dlq/{id}            dead letters, newest first; one                  scope read
     POST /dlq/{id}/replay           produce a dead letter's command again            scope admin
+    GET  /                          the dashboard (its page and /ui/ assets need no token;   public
+                                    everything it shows comes from the routes here)
     GET  /cluster                   workers, the partitions each owns, lag, live     scope admin
     GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
     GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
@@ -56,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cerebelum.admin.cluster import ClusterInspector, cluster_view
 from cerebelum.admin.preflight import PartitionProbe, Refusal, check_start, check_target
 from cerebelum.admin.workflows import WorkflowDirectory
-from cerebelum.api import queries
+from cerebelum.api import dashboard, queries
 from cerebelum.api.dead_letters import add_dead_letter_routes
 from cerebelum.api.errors import (
     ExecutionId,
@@ -186,6 +188,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     _add_routes(app)
     add_read_routes(app)
     add_dead_letter_routes(app)
+    dashboard.add_dashboard(app)
     _add_entrance(app, api, authenticator)
     return app
 
@@ -196,7 +199,8 @@ def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator |
     (Starlette runs the middleware added last first.)"""
     pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     docs = [p for p in (app.openapi_url, *pages) if p]
-    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=docs)
+    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=docs,
+                       public=dashboard.PAGE_PATHS)  # fmt: skip
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -208,7 +212,8 @@ def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator |
             # A browser may reuse a preflight's answer for ten minutes.
             max_age=600,
         )
-    app.add_middleware(Gate, allowed_hosts=api.allowed_hosts, docs_paths=[p for p in pages if p])
+    app.add_middleware(Gate, allowed_hosts=api.allowed_hosts, docs_paths=[p for p in pages if p],
+                       pages=dict.fromkeys(dashboard.PAGE_PATHS, dashboard.CSP))  # fmt: skip
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -27,7 +27,7 @@ Every refusal is the API's one error shape, `{"error": "..."}`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.routing import BaseRoute, Match, Router
@@ -64,17 +64,23 @@ class Gate:
     """Host allowlist and security headers (steps 1-2 above)."""
 
     def __init__(
-        self, app: ASGIApp, allowed_hosts: Iterable[str], docs_paths: Iterable[str]
+        self,
+        app: ASGIApp,
+        allowed_hosts: Iterable[str],
+        docs_paths: Iterable[str],
+        pages: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.hosts = HostRule(allowed_hosts)
         self.docs_paths = frozenset(p for p in docs_paths if p)
+        # Pages with their own content security policy (the dashboard's path -> its CSP).
+        self.pages = dict(pages or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = DOCS_CSP if scope["path"] in self.docs_paths else None
+        csp = DOCS_CSP if scope["path"] in self.docs_paths else self.pages.get(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -135,7 +141,9 @@ def _without_port(host: str) -> str:
 
 class Guard:
     """Authentication, scopes, content type and body limits (steps 1-4 above). With
-    `authenticator` None (CEREBELUM_API_AUTH=off) steps 1-2 are skipped, 3-4 still apply."""
+    `authenticator` None (CEREBELUM_API_AUTH=off) steps 1-2 are skipped, 3-4 still apply.
+    `public` paths (the dashboard's page and assets: no data, see cerebelum.api.dashboard)
+    need no token, like the probes."""
 
     def __init__(
         self,
@@ -143,14 +151,16 @@ class Guard:
         router: Router,
         authenticator: Authenticator | None,
         docs_paths: Iterable[str],
+        public: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.router = router
         self.authenticator = authenticator
         self.docs_paths = frozenset(p for p in docs_paths if p)
+        self.public = PUBLIC_PATHS | frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or (scope["path"] in self.public and scope["method"] == "GET"):
             await self.app(scope, receive, send)
             return
         route = self.route_for(scope)

@@ -20,6 +20,7 @@ COMMANDS = (
     "status",
     "executions",
     "dlq",
+    "workflows",
     "cluster",
     "verify",
     "topics",

@@ -35,6 +35,7 @@ from examples.order import order
 from tests.apps import w3
 from tests.conftest import Processes
 from tests.helpers import API_HEADERS, JSON, api_settings, wait_for_workers, worker_member
+from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
 
@@ -364,6 +365,13 @@ async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
             kinds = [n["kind"] for n in version["graph"]["nodes"]]
             assert kinds == ["step", "parallel", "step", "approval", "step"]
             assert {r["kind"] for r in version["graph"]["rules"]} == {"branch", "diverge"}
+            shown = await acli(settings, "workflows", "--json")
+            assert shown.returncode == 0, shown.stderr
+            lines = {orjson.loads(line)["name"]: orjson.loads(line) for line in
+                     shown.stdout.splitlines()}  # fmt: skip
+            assert lines["order"]["versions"][0]["workers"] == [worker_id]
+            graph = await acli(settings, "workflows", "--graph", "order")
+            assert orjson.loads(graph.stdout) == version["graph"]
     finally:
         await withdraw_workflows(settings, worker_id)
 

@@ -252,3 +252,24 @@ async def test_an_unhandled_error_is_a_500_in_the_error_shape_with_the_headers(
     for name, value in SECURITY_HEADERS.items():
         assert response.headers[name] == value, name
     assert "unhandled error on GET /broken" in caplog.text and "a bug" in caplog.text
+
+
+async def test_the_dashboard_page_needs_no_token_and_loads_nothing_from_elsewhere(
+    api: httpx.AsyncClient,
+) -> None:
+    page = await api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert (
+        "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+    )
+    assert page.headers["x-frame-options"] == "DENY"
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        asset = await api.get(f"/ui/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        text = asset.text
+        assert "http://" not in text and "https://" not in text  # offline: nothing external
+        assert "innerHTML" not in text and "eval(" not in text  # API values go in as text only
+    assert "http" not in page.text.replace("http-equiv", "")
+    assert (await api.get("/ui/other.js")).status_code == 401  # only the page's own files
+    assert (await api.post("/", headers=JSON, content=b"{}")).status_code == 401
