@@ -2,7 +2,7 @@
 # Set up a fresh Debian machine (as root) for Cerebelum, then start the local services.
 # Idempotent: a second run only checks that everything is there and running.
 #   1. the .venv virtualenv, with `pip install -e '.[test]'` when pyproject.toml changed;
-#   2. java and mvn, to run Kafka from Maven Central's jars;
+#   2. java and mvn, to run Kafka from Maven Central's jars; chromium, for the dashboard's test;
 #   3. `python -m cerebelum.cli.dev up` (which also installs PostgreSQL if it is missing).
 set -euo pipefail
 
@@ -35,10 +35,12 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
     echo "$wanted" >"$stamp"
 fi
 
-# 2. Java (Kafka 4.x needs 17+) and Maven (fetches the Kafka jars once).
+# 2. Java (Kafka 4.x needs 17+) and Maven (fetches the Kafka jars once); chromium for the
+#    dashboard's browser test (Playwright drives it; it downloads no browser of its own).
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+[ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi

@@ -88,9 +88,9 @@ def _graph(registry: Registry, name: str, version: str) -> dict[str, Any] | None
     assert workflow is not None  # a version the registry listed
     try:
         return workflow.graph()
-    except Exception:  # noqa: BLE001 - a graph is information, never a reason to stop
-        log.exception("cannot describe workflow %s version %s; published without its graph",
-                      name, version)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a graph is information, never a reason to stop
+        log.warning("cannot describe workflow %s version %s (%r); published without its graph",
+                    name, version, exc)  # fmt: skip
         return None
 
 

@@ -66,6 +66,7 @@ async def test_publish_and_withdraw(settings: Settings, topics: None, unique) ->
     assert found and value is not None
     assert value["worker_id"] == worker_id
     assert before <= value["at"] <= int(time.time() * 1000)
+    assert [sorted(w.pop("graphs")) for w in value["workflows"]] == [["v1", "v2"], ["v1", "v2"]]
     assert value["workflows"] == [
         {"name": "alpha", "versions": ["v2", "v1"]},  # newest (the last registered) first
         {"name": "beta", "versions": ["v2", "v1"]},
