@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright) against a running
 cluster: workers, the mirror and `cerebelum api` as processes. Screenshots go to
-.dev/test-logs/dashboard/ (kept as the run's artifacts)."""
+.dev/test-logs/dashboard/ (kept as the run's artifacts). Page functions are passed as
+functions ("() => ..."): the dashboard's CSP forbids evaluating strings, Playwright's too."""
 
 from __future__ import annotations
 
@@ -156,20 +157,25 @@ async def test_the_dashboard_in_a_browser(
         "#version", "(s) => { s.value = 2; s.dispatchEvent(new Event('input')); }"
     )
     await page.wait_for_function(
-        "document.querySelector('#state').innerText.includes('\"version\": 2')"
+        "() => document.querySelector('#state').innerText.includes('\"version\": 2')"
     )
-    assert "added" in await page.inner_text("#changes")
+    await page.wait_for_function(
+        "() => document.querySelector('#changes').innerText.includes('version: 1 → 2')"
+    )
+    assert "added" in await page.inner_text("#changes")  # event 2 scheduled the first step
     await page.screenshot(path=str(SHOTS / "time-travel.png"), full_page=True)
 
     # The partition grid: two workers share the 64 partitions; stop one, watch them move.
     await page.goto(f"{api_url}/#/cluster")
     owners = "Array.from(document.querySelectorAll('#partitions .cell'), c => c.dataset.owner)"
-    await page.wait_for_function(f"new Set({owners}.filter(Boolean)).size === 2", timeout=60_000)
+    await page.wait_for_function(
+        f"() => new Set({owners}.filter(Boolean)).size === 2", timeout=60_000
+    )
     assert len(await page.locator("#partitions .cell").all()) == 64
     await page.screenshot(path=str(SHOTS / "partitions-two-workers.png"))
     first.send_signal(signal.SIGTERM)
     await page.wait_for_function(
-        f"(() => {{ const o = {owners}; return o.every(Boolean) && new Set(o).size === 1; }})()",
+        f"() => {{ const o = {owners}; return o.every(Boolean) && new Set(o).size === 1; }}",
         timeout=60_000,
     )
     await page.screenshot(path=str(SHOTS / "partitions-after-a-worker-stopped.png"))

@@ -42,7 +42,7 @@ function h(tag, attrs = {}, ...children) {
 
 function show(...nodes) {
   const view = document.getElementById("view");
-  view.replaceChildren(...nodes.flat());
+  view.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
 }
 
 function say(message, isError = false) {
@@ -53,11 +53,6 @@ function say(message, isError = false) {
 
 function when(value) { return value ? String(value).replace("T", " ").replace(/\+00:00$|Z$/, "") : ""; }
 function json(value) { return JSON.stringify(value, null, 2); }
-function hue(text) {
-  let n = 0;
-  for (const c of String(text)) n = (n * 31 + c.charCodeAt(0)) >>> 0;
-  return n % 360;
-}
 
 // --- executions ---------------------------------------------------------------------------
 
@@ -215,15 +210,18 @@ async function clusterView() {
   const draw = async () => {
     try {
       const view = await api("/cluster");
+      // Workers far apart on the colour wheel (the golden angle), in a stable order.
+      const ids = view.workers.map((w) => w.client_id).sort();
+      const colour = (owner) => `hsl(${(ids.indexOf(owner) * 137.5 + 210) % 360}, 60%, 78%)`;
       summary.textContent = `${view.workers.length} workers · lag ${view.lag} · live ${view.live_executions ?? "?"} · group ${view.state}` +
         (view.unowned_partitions.length ? ` · ${view.unowned_partitions.length} partitions unowned` : "");
       grid.replaceChildren(...view.partitions.map((p) => h("div", {
         class: `cell${p.owner ? "" : " unowned"}`, "data-owner": p.owner || "",
-        style: p.owner ? `background: hsl(${hue(p.owner)}, 55%, 80%)` : null,
+        style: p.owner ? `background: ${colour(p.owner)}` : null,
         title: `partition ${p.partition}\nowner ${p.owner || "none"}\nlag ${p.lag}\nlive ${p.live_executions ?? "?"}`,
       }, h("b", {}, p.partition), h("small", {}, `lag ${p.lag}`), h("small", {}, `live ${p.live_executions ?? "?"}`))));
       legend.replaceChildren(...view.workers.map((w) => h("li", {},
-        h("span", { class: "swatch", style: `background: hsl(${hue(w.client_id)}, 55%, 80%)` }),
+        h("span", { class: "swatch", style: `background: ${colour(w.client_id)}` }),
         `${w.client_id}: ${w.partitions.length} partitions, lag ${w.lag}`)));
       say(`updated ${new Date().toLocaleTimeString()}`);
     } catch (err) { say(String(err), true); }
