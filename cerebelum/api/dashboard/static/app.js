@@ -210,9 +210,13 @@ async function clusterView() {
   const draw = async () => {
     try {
       const view = await api("/cluster");
-      // Workers far apart on the colour wheel (the golden angle), in a stable order.
-      const ids = view.workers.map((w) => w.client_id).sort();
-      const colour = (owner) => `hsl(${(ids.indexOf(owner) * 137.5 + 210) % 360}, 60%, 78%)`;
+      // A worker keeps its colour while others come and go (a hash of its id, spread over the
+      // wheel by the golden angle), so a failover shows as cells changing colour.
+      const colour = (owner) => {
+        let n = 0;
+        for (const c of owner) n = (n * 31 + c.charCodeAt(0)) % 1000003;
+        return `hsl(${(n * 137.508) % 360}, 60%, 78%)`;
+      };
       summary.textContent = `${view.workers.length} workers · lag ${view.lag} · live ${view.live_executions ?? "?"} · group ${view.state}` +
         (view.unowned_partitions.length ? ` · ${view.unowned_partitions.length} partitions unowned` : "");
       grid.replaceChildren(...view.partitions.map((p) => h("div", {
