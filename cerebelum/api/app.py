@@ -32,8 +32,8 @@ live worker runs, or a signal or cancel for an execution that has ended; 413 for
 command over the size limit; 415 for a POST that is not application/json; 422 for a body or
 parameter of the wrong shape, JSON nested too deep or an integer beyond 64 bits, or an id or
 name outside the id alphabet (the error is the reason); 503 when Kafka or PostgreSQL cannot be
-reached. Every route's statuses are in the OpenAPI document (/openapi.json, /docs; a read
-token fetches them).
+reached. Every route's statuses are in the OpenAPI document (/openapi.json, /docs, /redoc:
+public, from the package's files).
 
 The API starts without Kafka: it answers /healthz and /readyz 503 and commands 503 while it
 connects in the background, retrying with backoff.
@@ -182,7 +182,10 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
             await client.close()
             await pool.close()
 
-    app = FastAPI(title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse)
+    app = FastAPI(
+        title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse,
+        docs_url=None, redoc_url=None,  # served from vendored files: cerebelum.api.dashboard
+    )  # fmt: skip
     install_error_handlers(app)
     app.state.metrics = add_metrics(app)
     _add_routes(app)
@@ -197,10 +200,8 @@ def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator |
     """The guard and gate of cerebelum.api.guard around the routes, CORS between them when
     CEREBELUM_API_CORS_ORIGINS names origins, and their statuses in the OpenAPI document.
     (Starlette runs the middleware added last first.)"""
-    pages = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    docs = [p for p in (app.openapi_url, *pages) if p]
-    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=docs,
-                       public=dashboard.PAGE_PATHS)  # fmt: skip
+    app.add_middleware(Guard, router=app.router, authenticator=authenticator, docs_paths=(),
+                       public=dashboard.PUBLIC_PATHS)  # fmt: skip
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -212,7 +213,7 @@ def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator |
             # A browser may reuse a preflight's answer for ten minutes.
             max_age=600,
         )
-    app.add_middleware(Gate, allowed_hosts=api.allowed_hosts, docs_paths=[p for p in pages if p],
+    app.add_middleware(Gate, allowed_hosts=api.allowed_hosts, docs_paths=dashboard.DOCS_PAGES,
                        pages=dict.fromkeys(dashboard.PAGE_PATHS, dashboard.CSP))  # fmt: skip
     plain_openapi = app.openapi
 

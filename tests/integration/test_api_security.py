@@ -97,12 +97,12 @@ def every_route(eid: str) -> list[tuple[str, str]]:
         ("GET", f"/executions/{eid}/events"),
         ("GET", "/executions"),
         ("GET", "/cluster"),
-        ("GET", "/openapi.json"),
-        ("GET", "/docs"),
+        ("GET", "/dlq"),
+        ("GET", "/workflows"),
     ]
 
 
-async def test_without_a_valid_token_only_the_probes_answer(
+async def test_without_a_valid_token_only_the_probes_and_pages_without_data_answer(
     api: httpx.AsyncClient, settings: Settings, running: str
 ) -> None:
     before = await command_offsets(settings)
@@ -114,7 +114,8 @@ async def test_without_a_valid_token_only_the_probes_answer(
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert set(response.json()) == {"error"}
-    for path in ("/healthz", "/readyz"):
+    # The probes, the dashboard's page and the API's description hold no execution data.
+    for path in ("/healthz", "/readyz", "/", "/openapi.json", "/docs", "/redoc"):
         response = await api.get(path)
         assert response.status_code == 200, response.text
     assert (await api.get("/readyz")).json() == {"ready": True, "kafka": True, "database": True}
@@ -128,7 +129,8 @@ async def test_a_token_opens_only_its_scope_and_admin_opens_all(
         ("GET", f"/executions/{running}"): "read",
         ("GET", f"/executions/{running}/events"): "read",
         ("GET", "/executions"): "read",
-        ("GET", "/openapi.json"): "read",
+        ("GET", "/dlq"): "read",
+        ("GET", "/workflows"): "read",
         ("GET", "/cluster"): "admin",
         ("POST", "/executions"): "start",
         ("POST", f"/executions/{running}/signals/approval"): "signal",

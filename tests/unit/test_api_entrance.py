@@ -53,8 +53,8 @@ BY_SCOPE = {
 }
 
 
-EVERY_ROUTE = [*BY_SCOPE.values(), ("GET", "/cluster"), ("GET", "/openapi.json"),
-               ("GET", "/docs"), ("GET", "/nowhere"), ("DELETE", "/executions")]  # fmt: skip
+EVERY_ROUTE = [*BY_SCOPE.values(), ("GET", "/cluster"), ("GET", "/dlq"), ("GET", "/workflows"),
+               ("GET", "/nowhere"), ("DELETE", "/executions")]  # fmt: skip
 NOT_A_VALID_TOKEN = [{}, {"authorization": "Bearer cbl_wrong"}, {"authorization": "Basic x"},
                      {"authorization": f"bearer{TOKENS[ADMIN]}"}]  # fmt: skip
 
@@ -90,9 +90,15 @@ async def test_the_cluster_view_needs_admin(api: httpx.AsyncClient) -> None:
         assert response.status_code == 403 and response.json()["scope"] == ADMIN
 
 
-async def test_the_openapi_document_needs_read(api: httpx.AsyncClient) -> None:
-    assert (await api.get("/openapi.json", headers=bearer(START))).status_code == 403
-    response = await api.get("/openapi.json", headers=bearer(READ))
+async def test_the_openapi_document_and_the_docs_are_public_and_local(
+    api: httpx.AsyncClient,
+) -> None:
+    for page, script in (("/docs", "/ui/vendor/swagger-ui-bundle.js"),
+                         ("/redoc", "/ui/vendor/redoc.standalone.js")):  # fmt: skip
+        html = (await api.get(page)).text
+        assert script in html and "cdn." not in html and "fonts.googleapis" not in html
+        assert (await api.get(script)).status_code == 200
+    response = await api.get("/openapi.json")
     assert response.status_code == 200
     document = response.json()
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
