@@ -133,9 +133,26 @@ def kill_node(cluster: Cluster, node_id: int, sig: int = signal.SIGKILL) -> int:
 
 
 def stop(cluster: Cluster) -> None:
-    """Stop every node (SIGTERM, then SIGKILL past the limit)."""
+    """Stop every node: SIGTERM to all at once, SIGKILL to those alive past the limit.
+
+    All at once, because one by one the last node cannot shut down cleanly: its controlled
+    shutdown waits for a controller quorum that the others took with them."""
+    running = {n.node_id: pid for n in cluster.nodes if (pid := kafka.pid_of(n)) is not None}
+    if not running:
+        say("no Kafka node is running")
+    for pid in running.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + kafka.STOP_TIMEOUT_S
+    while any(pid_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for node_id, pid in running.items():
+        if pid_alive(pid):
+            say(f"Kafka node {node_id} did not exit after {kafka.STOP_TIMEOUT_S:.0f} s: killing")
+            os.kill(pid, signal.SIGKILL)
     for node in cluster.nodes:
-        kafka.stop(node)
+        node.pid_file.unlink(missing_ok=True)
+    if running:
+        say(f"stopped Kafka nodes {sorted(running)}")
 
 
 def status(cluster: Cluster) -> dict[str, object]:
