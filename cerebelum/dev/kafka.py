@@ -472,7 +472,13 @@ def launch(layout: KafkaLayout) -> int:
             start_new_session=True,
         )
     layout.pid_file.write_text(f"{process.pid}\n")
+    # Kept, so that a broker outliving its Popen (it is detached on purpose) is no
+    # ResourceWarning "subprocess is still running" when the object is collected.
+    _LAUNCHED.append(process)
     return process.pid
+
+
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
 
 
 def wait_ready(layout: KafkaLayout, pid: int) -> None:

@@ -181,32 +181,43 @@ class Load:
         return min(later) if later else None
 
     async def run(self) -> None:
-        """Bursts of RATE/10 starts every 0.1 s until `stop`. A burst whose acknowledgement is
-        held up (the broker is away) holds up the next one, as any producer would be."""
+        """RATE/10 starts every 0.1 s until `stop`, each acknowledged on its own: a start held
+        up by a partition whose leader is away does not hold up those of other partitions."""
         i = 0
         burst = max(1, RATE // 10)
+        pending: set[asyncio.Task[None]] = set()
         while not self.stop.is_set():
             tick = time.monotonic()
-            ids = [f"{self.prefix}-{i + k}" for k in range(burst)]
-            acks = [await self.client.start_nowait(*plan(i + k), eid) for k, eid in enumerate(ids)]
-            outcomes = await asyncio.gather(*acks, return_exceptions=True)
-            for k, (eid, outcome) in enumerate(zip(ids, outcomes, strict=True)):
-                if isinstance(outcome, BaseException):
-                    self.unacked.add(eid)
-                    continue
-                self.acked[eid] = i + k
-                waiter = asyncio.ensure_future(self.client.wait(eid, timeout=WAIT_S))
-                waiter.add_done_callback(lambda f, eid=eid: self._done(eid, f))
-                self.results[eid] = waiter
+            for k in range(burst):
+                task = asyncio.ensure_future(self._start(i + k))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
             i += burst
             await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _start(self, n: int) -> None:
+        eid = f"{self.prefix}-{n}"
+        try:
+            ack = await self.client.start_nowait(*plan(n), eid)
+            await ack
+        except Exception:  # noqa: BLE001 - not acknowledged in time: it may or may not run
+            self.unacked.add(eid)
+            return
+        self.acked[eid] = n
+        waiter = asyncio.ensure_future(self.client.wait(eid, timeout=WAIT_S))
+        waiter.add_done_callback(lambda f: self._done(eid, f))
+        self.results[eid] = waiter
 
     def _done(self, eid: str, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None:
             self.completed_at[eid] = time.time()
 
-    async def finish(self) -> list[Any]:
+    async def finish(self, producing: asyncio.Future[None]) -> list[Any]:
+        """Stop starting, wait for the last acknowledgements, then for every result."""
         self.stop.set()
+        await producing
         return await asyncio.gather(*self.results.values())
 
 
@@ -252,7 +263,10 @@ async def rig(
             processes.spawn("api", "--port", str(api_port), CEREBELUM_API_TOKENS_FILE=tokens)
         since = await end_offsets(settings)
         started = time.time()
-        async with Client(settings) as client:
+        # 60 s per acknowledgement: a fresh cluster on a busy box takes seconds to seat the
+        # new partitions' leaders (NotLeaderForPartition meanwhile), and the load waits out
+        # the broker outages rather than giving up on the starts.
+        async with Client(settings, timeout=60) as client:
             await client.listen()
             prefix = f"{name}-{uuid.uuid4().hex[:8]}"
             first = await client.run("w3", {"n": 1}, f"{prefix}-warmup", timeout=120)
@@ -272,12 +286,12 @@ async def until(check: Any, timeout: float, what: str, every: float = 0.2) -> fl
     return time.monotonic() - began
 
 
-async def check_exactly_once(rig: Rig) -> dict[str, int]:
+async def check_exactly_once(rig: Rig, producing: asyncio.Future[None]) -> dict[str, int]:
     """Every acknowledged start completed once with its output, its history gapless and each
     step answered once; the mirror holds each execution, completed, with the same events; an
     unacknowledged start (the broker was away) ran at most once if it reached Kafka at all."""
     load = rig.load
-    results = await load.finish()
+    results = await load.finish(producing)
     for eid, result in zip(load.results, results, strict=True):
         assert result.status == "completed", result
         assert result.output == expected(load.acked[eid]), result
@@ -331,7 +345,12 @@ def verify(rig: Rig) -> str:
 
 # -- 1. three brokers, one killed ------------------------------------------------------------
 
-KILLED_DOWN_S = 10
+# Long enough to see the cluster work on without the broker: a crash stalls the worker's
+# transaction that was writing to the dead leader until it times out (transaction.timeout.ms,
+# 10 s), then the worker aborts, restarts its producer and goes on (measured: see the figures).
+KILLED_DOWN_S = 20
+# Completions must arrive in this last part of the outage.
+STEADY_S = 5
 INTERNAL_TOPICS = ["__consumer_offsets", "__transaction_state"]
 OUR_TOPICS = [TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_WORKFLOWS]
 
@@ -373,11 +392,12 @@ async def test_three_brokers_one_killed_under_load(
         cluster.kill_node(three_brokers, victim)
         await asyncio.sleep(KILLED_DOWN_S)
         back_at = time.time()
-        # Executions went on without it: completions arrived in the second half of its absence
-        # (the first seconds go to noticing it is gone and electing new leaders).
+        # Executions went on without it: completions arrived in the last seconds of its absence
+        # (the first ones go to noticing it is gone, electing new leaders, redoing the
+        # transaction it held up).
         while_down = r.load.completions_between(killed_at, back_at)
-        late = r.load.completions_between(killed_at + KILLED_DOWN_S / 2, back_at)
-        assert late > 0, f"no completion in the last {KILLED_DOWN_S / 2:.0f} s of the outage"
+        late = r.load.completions_between(back_at - STEADY_S, back_at)
+        assert late > 0, f"no completion in the last {STEADY_S} s of the outage"
         first_after_kill = r.load.first_completion_after(killed_at)
         await asyncio.to_thread(cluster.start_node, three_brokers, victim)
         restarted_s = time.time() - back_at
@@ -390,8 +410,7 @@ async def test_three_brokers_one_killed_under_load(
 
         isr_s = await until(isr_full, 120, "the restarted broker did not rejoin every ISR")
         await asyncio.sleep(2)  # load on the full cluster again
-        figures = await check_exactly_once(r)
-        await producing
+        figures = await check_exactly_once(r, producing)
         verdict = verify(r)
 
     record(
@@ -455,8 +474,7 @@ async def test_single_broker_restart_under_load(
         assert via_api.status_code == 202, via_api.text
         api_id = via_api.json()["execution_id"]
         await asyncio.sleep(2)
-        figures = await check_exactly_once(r)
-        await producing
+        figures = await check_exactly_once(r, producing)
         api_result = await r.client.wait(api_id, timeout=60)
         assert api_result.status == "completed" and api_result.output == {"n": 16}
         verdict = verify(r)
@@ -522,9 +540,9 @@ async def test_postgres_outage_under_load(
         api_s = await until(api_ok, 60, "the API did not answer 200 again after the outage")
         await asyncio.sleep(2)
         caught_up_from = time.time()
-        figures = await check_exactly_once(r)  # waits for the mirror to hold every execution
+        # Waits for the mirror to hold every execution.
+        figures = await check_exactly_once(r, producing)
         mirror_s = time.time() - back_at
-        await producing
         verdict = verify(r)
 
     record(
