@@ -71,7 +71,7 @@ def _register_cluster(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "cluster",
         help="run a local Kafka cluster of 3 KRaft nodes for replication and fault drills",
         description="A cluster of N combined broker+controller nodes (default 3) on 127.0.0.1, "
-        "state in .dev/cluster/. Client ports are BASE..BASE+N-1, controller ports "
+        "state in .dev/kafka-cluster/. Client ports are BASE..BASE+N-1, controller ports "
         "BASE+N..BASE+2N-1. Internal topics get replication factor 3 and min ISR 2; create "
         "Cerebelum's with `cerebelum topics apply --replication-factor 3` (min ISR 2). "
         "Independent of `dev up`'s single broker.",
@@ -108,7 +108,7 @@ def _register_cluster(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _cluster_state(root: Path) -> Path:
-    return root / ".dev" / "cluster"
+    return root / ".dev" / "kafka-cluster"
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
