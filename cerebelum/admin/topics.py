@@ -85,12 +85,44 @@ def _span(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
+def replicated(
+    specs: Sequence[TopicSpec], replication_factor: int, min_insync_replicas: int | None = None
+) -> list[TopicSpec]:
+    """The declarations with another replication factor, and the `min.insync.replicas` that
+    goes with it: `min_insync_replicas` if given, else RF - 1 capped at 2 (RF 3 -> 2, the usual
+    production pair: one broker may be down and every acknowledged write is still on two)."""
+    if replication_factor < 1:
+        raise TopicMismatch(f"replication factor must be at least 1, not {replication_factor}")
+    min_isr = min_insync_replicas or max(1, min(2, replication_factor - 1))
+    if not 1 <= min_isr <= replication_factor:
+        raise TopicMismatch(
+            f"min.insync.replicas must be between 1 and the replication factor "
+            f"({replication_factor}), not {min_isr}"
+        )
+    return [
+        TopicSpec(
+            s.name,
+            s.partitions,
+            replication_factor,
+            {**s.configs, "min.insync.replicas": str(min_isr)},
+        )
+        for s in specs
+    ]
+
+
 async def apply_topics(
-    target: Settings | str, specs: list[TopicSpec], replication_factor: int | None = None
+    target: Settings | str,
+    specs: list[TopicSpec],
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> list[str]:
     """Create missing topics; raise TopicMismatch for a wrong partition count. Returns a report.
 
-    `target` is the settings to connect with, or a bare bootstrap (plaintext, no SASL)."""
+    `target` is the settings to connect with, or a bare bootstrap (plaintext, no SASL). With
+    `replication_factor`, every topic gets it (if created now) and the matching
+    `min.insync.replicas` (see `replicated`), also set on the topics that exist."""
+    if replication_factor is not None:
+        specs = replicated(specs, replication_factor, min_insync_replicas)
     settings = target if isinstance(target, Settings) else Settings(kafka_bootstrap=target)
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
     await admin.start()
@@ -114,7 +146,7 @@ async def apply_topics(
                 NewTopic(
                     s.name,
                     s.partitions,
-                    replication_factor or s.replication_factor,
+                    s.replication_factor,
                     topic_configs=s.configs,
                 )
                 for s in missing

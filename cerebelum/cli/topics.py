@@ -26,15 +26,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "with another partition count is an error.",
     )
     a.add_argument("--file", type=Path, default=DEFAULT_DECLARATIONS, help="declarations file")
-    a.add_argument("--replication-factor", type=int, help="override for every topic")
+    a.add_argument(
+        "--replication-factor",
+        type=int,
+        help="override for every topic (on a cluster of three brokers or more: 3); sets "
+        "min.insync.replicas to RF-1, at most 2, unless --min-insync-replicas says otherwise",
+    )
+    a.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        help="min.insync.replicas for every topic (only with --replication-factor)",
+    )
     a.set_defaults(func=run_apply)
 
 
 def run_apply(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if args.min_insync_replicas is not None and args.replication_factor is None:
+        print("error: --min-insync-replicas needs --replication-factor", file=sys.stderr)
+        return 2
     try:
         report = asyncio.run(
-            apply_topics(settings, load_declarations(args.file), args.replication_factor)
+            apply_topics(
+                settings,
+                load_declarations(args.file),
+                args.replication_factor,
+                args.min_insync_replicas,
+            )
         )
     except TopicMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)

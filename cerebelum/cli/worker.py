@@ -70,8 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if threading.active_count() > 1:
         # A plain step still running in a pool thread past the grace period cannot be
         # stopped, and Python would wait for it at exit. The partitions are released and the
-        # step's outcome is unrecorded (its new owner runs it again), so leave now.
-        log.warning("exiting with %d step thread(s) still running", threading.active_count() - 1)
+        # step's outcome is unrecorded (its new owner runs it again), so leave now. The same
+        # holds for the thread of a producer abandoned while hung (worker/transactions.py).
+        log.warning(
+            "exiting with %d thread(s) still running (a plain step past the grace period, "
+            "or a producer abandoned while hung)",
+            threading.active_count() - 1,
+        )
         logging.shutdown()
         os._exit(1 if failed else 0)
     return 1 if failed else 0

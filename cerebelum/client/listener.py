@@ -85,6 +85,9 @@ class Listener:
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": FETCH_WAIT_MS,
+                # Results flow again within a second of a restarted broker's return (the
+                # default backoff grows to 10 s while it is away).
+                "reconnect.backoff.max.ms": 1000,
             }
         )
         consumer.assign(ends)

@@ -30,6 +30,7 @@ server.properties path on its command line) is waited for, never launched twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -156,6 +157,12 @@ class KafkaLayout:
     version: str = KAFKA_VERSION
     port: int = DEFAULT_PORT
     controller_port: int = DEFAULT_CONTROLLER_PORT
+    # A node of a multi-node cluster (cerebelum.dev.cluster) keeps its state elsewhere, has its
+    # own id and names every controller of the quorum as (node id, controller port).
+    state: Path | None = None
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    heap: str = HEAP
 
     @property
     def cache(self) -> Path:
@@ -171,7 +178,7 @@ class KafkaLayout:
 
     @property
     def home(self) -> Path:
-        return self.root / ".dev" / "kafka"
+        return self.state if self.state is not None else self.root / ".dev" / "kafka"
 
     @property
     def data(self) -> Path:
@@ -312,33 +319,68 @@ CLUSTER_SETTINGS = {
 }
 
 
-def _server_properties(layout: KafkaLayout) -> str:
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{layout.controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{layout.port},"
-        f"CONTROLLER://{HOST}:{layout.controller_port},SASL_SSL://{HOST}:{layout.sasl_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{layout.port},"
-        f"SASL_SSL://{HOST}:{layout.sasl_port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+# What three nodes or more change: the internal topics get the defaults meant for production
+# (RF 3, min ISR 2) and a dead node is noticed in 3 s, not 9, so that its partitions get new
+# leaders (and it leaves their ISRs) while the clients are still retrying their first requests.
+REPLICATED_SETTINGS = {
+    "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
+    "share.coordinator.state.topic.replication.factor": "3",
+    "share.coordinator.state.topic.min.isr": "2",
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+}
+
+
+def _listeners(layout: KafkaLayout) -> dict[str, str]:
+    """PLAINTEXT for clients and CONTROLLER; a single-node broker (the dev broker) also has the
+    SASL_SSL listener on port + 2. The nodes of a cluster (cerebelum.dev.cluster) do not: their
+    ports sit next to each other, so port + 2 is another node's."""
+    plain = f"PLAINTEXT://{HOST}:{layout.port}"
+    controller = f"CONTROLLER://{HOST}:{layout.controller_port}"
+    if layout.voters:
+        return {
+            "listeners": f"{plain},{controller}",
+            "advertised.listeners": plain,
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+    sasl = f"SASL_SSL://{HOST}:{layout.sasl_port}"
+    return {
+        "listeners": f"{plain},{controller},{sasl}",
+        "advertised.listeners": f"{plain},{sasl}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
         "SASL_SSL:SASL_SSL",
-        "log.dirs": str(layout.data),
         **kafka_sasl.listener_properties(layout.root, layout.home, layout.sasl_port),
+    }
+
+
+def _server_properties(layout: KafkaLayout) -> str:
+    voters = layout.voters or ((layout.node_id, layout.controller_port),)
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": str(layout.node_id),
+        "controller.quorum.voters": ",".join(f"{n}@{HOST}:{port}" for n, port in voters),
+        **_listeners(layout),
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(layout.data),
         **CLUSTER_SETTINGS,
+        **(REPLICATED_SETTINGS if len(voters) >= 3 else {}),
     }
     lines = ["# Written by cerebelum.dev.kafka on every start; edit the code, not this file."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
 
-def format_storage(layout: KafkaLayout) -> None:
-    """Give the log dir a cluster id, once: meta.properties marks it formatted."""
+def format_storage(layout: KafkaLayout, cluster_id: str | None = None) -> None:
+    """Give the log dir a cluster id (`cluster_id`, the one every node of a cluster shares, or
+    a new one), once: meta.properties marks it formatted."""
     if (layout.data / "meta.properties").exists():
         return
-    cluster_id = _java(layout, "kafka.tools.StorageTool", "random-uuid").strip().splitlines()[-1]
+    cluster_id = cluster_id or new_cluster_id()
     _java(
         layout,
         "kafka.tools.StorageTool",
@@ -350,6 +392,15 @@ def format_storage(layout: KafkaLayout) -> None:
         *kafka_sasl.format_arguments(layout.home),
     )
     say(f"formatted Kafka storage (cluster id {cluster_id})")
+
+
+def new_cluster_id() -> str:
+    """A fresh random cluster id as `kafka-storage random-uuid` makes it (Uuid.randomUuid: 16
+    random bytes in unpadded URL-safe base64, never starting with "-"), without a JVM start."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java(layout: KafkaLayout, main_class: str, *args: str) -> str:
@@ -373,6 +424,11 @@ def is_running(layout: KafkaLayout) -> bool:
     """True if our broker process is alive and its client port answers."""
     pid = _our_pid(layout)
     return pid is not None and port_answers(HOST, layout.port)
+
+
+def pid_of(layout: KafkaLayout) -> int | None:
+    """The pid of the broker of `layout` if one is alive."""
+    return _our_pid(layout)
 
 
 def _our_pid(layout: KafkaLayout) -> int | None:
@@ -429,10 +485,21 @@ def start(layout: KafkaLayout) -> None:
     format_storage(layout)
     say(f"starting Kafka {layout.version} on {layout.bootstrap}", end="")
     started = time.monotonic()
+    pid = launch(layout)
+    _wait_ready(layout, pid)
+    say(f" ready in {time.monotonic() - started:.1f} s")
+    _finish(layout)
+
+
+def launch(layout: KafkaLayout) -> int:
+    """Run `kafka.Kafka` on the written config, detached in its own session; its pid.
+
+    Nothing is waited for: the nodes of a cluster are all launched before any of them can
+    answer (a broker waits for a controller quorum), then waited for with `wait_ready`."""
     command = [
         "java",
-        f"-Xmx{HEAP}",
-        f"-Xms{HEAP}",
+        f"-Xmx{layout.heap}",
+        f"-Xms{layout.heap}",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
         "-cp",
@@ -452,9 +519,18 @@ def start(layout: KafkaLayout) -> None:
             start_new_session=True,
         )
     layout.pid_file.write_text(f"{process.pid}\n")
-    _wait_ready(layout, process.pid)
-    say(f" ready in {time.monotonic() - started:.1f} s")
-    _finish(layout)
+    # Kept, so that a broker outliving its Popen (it is detached on purpose) is no
+    # ResourceWarning "subprocess is still running" when the object is collected.
+    _LAUNCHED.append(process)
+    return process.pid
+
+
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
+
+
+def wait_ready(layout: KafkaLayout, pid: int) -> None:
+    """Wait until the broker `pid` of `layout` lists topics; DevServiceError if it dies or hangs."""
+    _wait_ready(layout, pid)
 
 
 def _config_current(layout: KafkaLayout) -> bool:

@@ -11,7 +11,8 @@ By SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html):
                57P0x admin/crash shutdown, cannot connect now (starting, recovering)
                57014 query cancelled (a statement timeout, an operator's pg_cancel_backend)
                58xxx system error (I/O) and, outside PostgreSQL, OSError, timeouts and
-               asyncpg's connection errors
+               asyncpg's connection errors (InterfaceError; InternalClientError, a
+               connection left mid-operation when the server went away)
     SETUP      the database is not what the mirror needs (no schema, no rights, read-only, a
                wrong database): every row would fail alike, so setting rows aside would only
                empty the topic into mirror_rejects. Retried with backoff until an operator
@@ -64,6 +65,11 @@ def classify(exc: BaseException) -> Fault | None:
         # the others are a closed connection or pool (the connection's).
         return Fault.DATA if isinstance(exc, ValueError) else Fault.TRANSIENT
     if isinstance(exc, (OSError, TimeoutError)):
+        return Fault.TRANSIENT
+    if isinstance(exc, asyncpg.InternalClientError):
+        # "cannot switch to state 15; another operation is in progress": the connection's
+        # protocol state broke when the server shut down under it. The pool drops the
+        # connection on release; a fresh one works once the server is back.
         return Fault.TRANSIENT
     return None
 

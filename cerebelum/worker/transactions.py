@@ -17,6 +17,15 @@ aborted, nothing of it is visible: decide its inputs again), `ProducerFenced` (t
 unusable, e.g. a newer process with the same transactional id, or a timed-out transaction:
 `restart()` it, then decide again), or any other exception (a bug).
 
+A hung `send_offsets_to_transaction` is abandoned: librdkafka (2.16, issues #5456 and #5511,
+open) can block in it far past its timeout when the group coordinator's broker died, since the
+coordinator request never times out and a dead cached coordinator is never looked up again.
+Seen in the three-broker fault test: a kill -9 of the coordinator's broker stopped the worker
+for minutes. Nothing of the transaction is committed at that point, so after
+OFFSETS_WATCHDOG_S the worker leaves that producer and its thread behind (a generation number
+keeps them from touching anything again) and raises ProducerFenced: the restarted producer's
+init_transactions fences the old one and aborts its transaction, and the inputs are redone.
+
 Why a thread: librdkafka's transactional calls block (each waits for broker round trips), and
 the event loop must keep running steps and deciding the next batch meanwhile.
 """
@@ -48,6 +57,16 @@ CALL_TIMEOUT_S = 30.0
 # waiting this long between tries, before the transaction is aborted.
 RETRIES = 5
 RETRY_PAUSE_S = 0.05
+# send_offsets_to_transaction taking longer than this is hung (see the module docstring). Past
+# the transaction timeout the coordinator aborts the transaction anyway; a few seconds more
+# leave room for a slow but live coordinator.
+OFFSETS_WATCHDOG_MARGIN_S = 5.0
+# How often the event loop looks at a commit in progress for a hung send_offsets.
+WATCHDOG_POLL_S = 0.5
+
+
+class _Abandoned(Exception):
+    """Raised in a producer thread the worker has left behind; nobody awaits it."""
 
 
 class TransactionAborted(CerebelumError):
@@ -98,6 +117,13 @@ class Transactor:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cerebelum-txn")
         self._producer: Producer | None = None
         self.transactions = 0
+        # Bumped when a hung producer is abandoned: its thread checks it and stands down.
+        self._generation = 0
+        # When the send_offsets_to_transaction in progress began (monotonic), else None.
+        self._offsets_since: float | None = None
+        timeout_ms = int(config.get("transaction.timeout.ms", 60_000))
+        self.offsets_watchdog_s = timeout_ms / 1000 + OFFSETS_WATCHDOG_MARGIN_S
+        self.abandoned = 0
 
     async def start(self) -> None:
         """Create the producer and init_transactions (fences an older process with our id)."""
@@ -113,8 +139,38 @@ class Transactor:
 
     async def commit(self, records: Sequence[Record], offsets: dict[int, int]) -> None:
         """Write `records` and commit `offsets` (partition -> next command offset) atomically."""
-        await self._call(self._commit, records, offsets)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._commit, records, offsets
+        )
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=WATCHDOG_POLL_S)
+            if done:
+                break
+            since = self._offsets_since
+            if since is not None and time.monotonic() - since > self.offsets_watchdog_s:
+                self._abandon()
+                # Its thread may yet return (with _Abandoned): collect that, quietly.
+                future.add_done_callback(lambda f: f.exception())
+                raise ProducerFenced(
+                    f"send_offsets_to_transaction hung for {self.offsets_watchdog_s:.0f} s "
+                    "(the group coordinator's broker is gone): producer abandoned"
+                )
+        await future
         self.transactions += 1
+
+    def _abandon(self) -> None:
+        """Leave the hung producer and its thread behind; the next call gets a fresh thread."""
+        log.warning(
+            "send_offsets_to_transaction hung for over %.0f s: abandoning the producer "
+            "(librdkafka issues #5456/#5511); a new one fences it",
+            self.offsets_watchdog_s,
+        )
+        self._generation += 1
+        self._offsets_since = None
+        self._producer = None
+        self._thread.shutdown(wait=False)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cerebelum-txn")
+        self.abandoned += 1
 
     async def _call(self, fn: Callable[..., None], *args: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -143,6 +199,7 @@ class Transactor:
 
     def _commit(self, records: Sequence[Record], offsets: dict[int, int]) -> None:
         producer = self._producer
+        generation = self._generation
         if producer is None:
             raise ProducerFenced("the producer is closed")
         try:
@@ -152,12 +209,19 @@ class Transactor:
             # AddPartitionsToTxn (CONCURRENT_TRANSACTIONS, whose retry librdkafka fixes at
             # 20 ms), which measured ~1.5 retried requests per transaction the other way round.
             positions = [TopicPartition(TOPIC_COMMANDS, p, o) for p, o in offsets.items()]
-            self._retrying(
-                producer.send_offsets_to_transaction,
-                positions,
-                self._group_metadata(),
-                CALL_TIMEOUT_S,
-            )
+            self._offsets_since = time.monotonic()
+            try:
+                self._retrying(
+                    producer.send_offsets_to_transaction,
+                    positions,
+                    self._group_metadata(),
+                    CALL_TIMEOUT_S,
+                )
+            finally:
+                if generation == self._generation:
+                    self._offsets_since = None
+            if generation != self._generation:
+                raise _Abandoned  # the worker went on with a new producer: write nothing
             produce = producer.produce
             for topic, partition, key, value, headers in records:
                 try:
@@ -168,6 +232,8 @@ class Transactor:
             self._maybe_pause()
             self._retrying(producer.commit_transaction, CALL_TIMEOUT_S)
         except KafkaException as exc:
+            if generation != self._generation:
+                raise _Abandoned from None
             self._failed(producer, exc.args[0])
 
     def _retrying(self, call: Callable[..., None], *args: Any) -> None:

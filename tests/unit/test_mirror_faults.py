@@ -24,6 +24,14 @@ from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
         (ConnectionRefusedError(111, "refused"), Fault.TRANSIENT),
         (TimeoutError(), Fault.TRANSIENT),
         (asyncpg.InterfaceError("the pool is closing"), Fault.TRANSIENT),
+        # A pooled connection left mid-operation by a server shutting down (seen in the
+        # PostgreSQL outage fault test: it killed the mirror).
+        (
+            asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            Fault.TRANSIENT,
+        ),
         # The database is not set up for the mirror: retried, never blamed on the rows.
         (asyncpg.UndefinedTableError("no events table"), Fault.SETUP),  # 42P01
         (asyncpg.UndefinedColumnError("no column"), Fault.SETUP),  # 42703
