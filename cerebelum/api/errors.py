@@ -108,6 +108,13 @@ def install_error_handlers(app: FastAPI) -> None:
     for error in (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                   asyncpg.CannotConnectNowError):  # fmt: skip
         app.add_exception_handler(error, database_unavailable)
+
+    async def data_refused(request: Request, exc: Exception) -> OrjsonResponse:
+        # A value PostgreSQL cannot take (a character outside UTF-8, out of range): the
+        # request's fault, never a 500.
+        return error_response(422, f"a parameter PostgreSQL cannot take: {exc}")
+
+    app.add_exception_handler(asyncpg.DataError, data_refused)
     # Errors no handler takes are answered 500 by the entrance (cerebelum.api.guard.Gate),
     # with the security headers.
 

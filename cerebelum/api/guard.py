@@ -18,7 +18,8 @@ browser's preflight, which carries no token, is answered):
      application/json`, even with an empty body → else 415. A browser sends a cross-site
      request without asking first only with a text/plain, form or empty body, so such a
      request never reaches a route that approves or cancels;
-  4. its body is read whole (at most bodies.MAX_BODY_BYTES → else 413) and must be JSON within
+  4. a query string holding NUL (%00) → 422 (PostgreSQL takes no NUL in text);
+  5. its body is read whole (at most bodies.MAX_BODY_BYTES → else 413) and must be JSON within
      the limits of cerebelum.api.bodies → else 400 or 422; the route then reads it as usual.
 
 Every refusal is the API's one error shape, `{"error": "..."}`.
@@ -140,8 +141,8 @@ def _without_port(host: str) -> str:
 
 
 class Guard:
-    """Authentication, scopes, content type and body limits (steps 1-4 above). With
-    `authenticator` None (CEREBELUM_API_AUTH=off) steps 1-2 are skipped, 3-4 still apply.
+    """Authentication, scopes, content type, NUL and body limits (steps 1-5 above). With
+    `authenticator` None (CEREBELUM_API_AUTH=off) steps 1-2 are skipped, 3-5 still apply.
     `public` paths (the dashboard's page and assets: no data, see cerebelum.api.dashboard)
     need no token, like the probes."""
 
@@ -162,6 +163,11 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["path"] in self.public and scope["method"] == "GET"):
             await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b""):
+            # PostgreSQL cannot store or compare text with NUL: refused here for every route.
+            nul = error_response(422, "query parameters may not contain NUL (%00)")
+            await nul(scope, receive, send)
             return
         route = self.route_for(scope)
         if self.authenticator is not None:
@@ -288,6 +294,7 @@ _ENTRANCE_STATUSES = {
     "413": f"The body is over {MAX_BODY_BYTES} bytes.",
     "415": "A state-changing request without `Content-Type: application/json` (an empty "
     "body too).",
+    "422": "A query parameter holds NUL (%00), which no route takes.",
 }
 _HOST_400 = "The Host header is not an allowed host (CEREBELUM_API_ALLOWED_HOSTS)."
 
@@ -314,7 +321,7 @@ def document_entrance(openapi: dict[str, Any]) -> dict[str, Any]:
             if path not in PUBLIC_PATHS:
                 scope = operation.get(SCOPE_KEY, ADMIN)
                 operation["security"] = [{"bearer": [scope]}]
-                statuses += ["401", "403"]
+                statuses += ["401", "403", "422"]
             if method.upper() in STATE_CHANGING:
                 statuses += ["413", "415"]
             for status in statuses:

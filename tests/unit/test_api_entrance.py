@@ -279,3 +279,13 @@ async def test_the_dashboard_page_needs_no_token_and_loads_nothing_from_elsewher
     assert "http" not in page.text.replace("http-equiv", "")
     assert (await api.get("/ui/other.js")).status_code == 401  # only the page's own files
     assert (await api.post("/", headers=JSON, content=b"{}")).status_code == 401
+
+
+async def test_a_nul_in_a_query_string_is_422_on_every_guarded_route(
+    api: httpx.AsyncClient,
+) -> None:
+    for path in ("/executions?status=a%00b", "/dlq?reason=%00", "/workflows?x=%00",
+                 "/executions/x-1/state?diff=%00"):  # fmt: skip
+        response = await api.get(path, headers=bearer(ADMIN))
+        assert response.status_code == 422, (path, response.text)
+        assert response.json() == {"error": "query parameters may not contain NUL (%00)"}
