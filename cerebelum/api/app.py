@@ -188,8 +188,8 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     )  # fmt: skip
     install_error_handlers(app)
     app.state.metrics = add_metrics(app)
+    add_read_routes(app)  # first: /executions/counts before /executions/{execution_id}
     _add_routes(app)
-    add_read_routes(app)
     add_dead_letter_routes(app)
     dashboard.add_dashboard(app)
     _add_entrance(app, api, authenticator)

@@ -73,6 +73,25 @@ async def live_executions_by_version(pool: asyncpg.Pool) -> dict[tuple[str, str]
     return {(r["workflow"], r["workflow_version"]): r["n"] for r in rows}
 
 
+async def counts(pool: asyncpg.Pool, since_s: float) -> dict[str, Any]:
+    """{"live": [{workflow, status, count}] of executions not ended (the partial index of
+    migration 003), "ended": the same of those that ended in the last `since_s` seconds (a
+    range of the update-time index of migration 006)}."""
+    live = await pool.fetch(
+        "SELECT workflow, status, count(*) AS count FROM executions "
+        "WHERE status NOT IN ('completed', 'failed', 'cancelled') "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    ended = await pool.fetch(
+        "SELECT workflow, status, count(*) AS count FROM executions "
+        "WHERE updated_at >= now() - make_interval(secs => $1) "
+        "AND status IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2 ORDER BY 1, 2",
+        since_s,
+    )
+    return {"live": [dict(r) for r in live], "ended": [dict(r) for r in ended],
+            "ended_within_s": since_s}  # fmt: skip
+
+
 async def database_ok(pool: asyncpg.Pool, timeout: float) -> bool:
     """True if a connection answers `SELECT 1` within `timeout` seconds."""
     try:

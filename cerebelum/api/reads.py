@@ -101,6 +101,20 @@ def add_read_routes(app: FastAPI) -> None:
         return OrjsonResponse(listing.page(wanted, rows))
 
     @app.get(
+        "/executions/counts",
+        openapi_extra={SCOPE_KEY: READ},
+        responses=documented(422, 503, s503=_PG_503),
+    )
+    async def execution_counts(
+        request: Request,
+        ended_within: Annotated[float, Query(gt=0, le=7 * 86_400)] = 3_600,
+    ) -> OrjsonResponse:
+        """Executions by workflow and status: every live one (running, waiting, sleeping,
+        ...), and those that ended (completed, failed, cancelled) in the last `ended_within`
+        seconds (default an hour)."""
+        return OrjsonResponse(await queries.counts(request.app.state.pool, ended_within))
+
+    @app.get(
         "/executions/{execution_id}/state",
         openapi_extra={SCOPE_KEY: READ},
         responses=documented(404, 422, 503, s503=_PG_503),

@@ -286,3 +286,17 @@ async def test_the_cli_lists_pages_describes_and_travels(
         result = await acli(settings, *args)
         assert result.returncode != 0 and says in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+async def test_counts_by_workflow_and_status(
+    api: httpx.AsyncClient, population: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    workflow = population["workflow"]
+    body = (await api.get("/executions/counts")).json()
+    assert {"workflow": workflow, "status": "running", "count": 12} in body["live"]
+    # The population's histories ended in 2023: none within the last hour, nor the last week.
+    assert not [c for c in body["ended"] if c["workflow"] == workflow]
+    week = (await api.get("/executions/counts", params={"ended_within": 7 * 86_400})).json()
+    assert week["ended_within_s"] == 7 * 86_400
+    assert not [c for c in week["ended"] if c["workflow"] == workflow]
+    assert (await api.get("/executions/counts", params={"ended_within": 0})).status_code == 422

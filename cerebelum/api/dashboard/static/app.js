@@ -79,7 +79,12 @@ async function executionsView(params) {
     query.set(`input.${path}`, rest.join("="));
   }
   query.set("limit", "50");
-  const body = await api(`/executions?${query}`);
+  const [body, counts] = await Promise.all([api(`/executions?${query}`), api("/executions/counts")]);
+  const tally = h("table", { id: "counts" },
+    h("thead", {}, h("tr", {}, ["Workflow", "Status", "Count"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, [...counts.live, ...counts.ended].map((c) => h("tr", {},
+      h("td", {}, c.workflow || ""), h("td", { class: `status ${c.status}` }, c.status),
+      h("td", {}, h("a", { href: `#/executions?workflow=${encodeURIComponent(c.workflow || "")}&status=${encodeURIComponent(c.status)}` }, c.count))))));
   const rows = body.executions.map((x) => h("tr", {},
     h("td", {}, h("a", { href: `#/execution/${encodeURIComponent(x.execution_id)}` }, x.execution_id)),
     h("td", {}, x.workflow || ""), h("td", { class: `status ${x.status}` }, x.status || ""),
@@ -90,7 +95,8 @@ async function executionsView(params) {
     next.set("cursor", body.next_cursor);
     more.push(h("a", { class: "button", href: `#/executions?${next}`, id: "next-page" }, "Next page →"));
   }
-  show(h("h2", {}, "Executions"), form,
+  show(h("h2", {}, "Executions"),
+    h("details", { open: true }, h("summary", {}, "Live, and ended in the last hour"), tally), form,
     h("table", { id: "executions" },
       h("thead", {}, h("tr", {}, ["Execution", "Workflow", "Status", "Step", "Started", "Updated"].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows)),
