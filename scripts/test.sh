@@ -27,4 +27,7 @@ echo "== unit tests"
 echo "== integration tests"
 "${pytest[@]}" -p no:hypothesispytest -p no:schemathesis tests/integration -q
 echo "== fault tests"
+# The single broker stays down 8 s here (15 by default): what is measured is the resume after its
+# return, which the down time does not change; PostgreSQL stays away the 30 s the issue asks.
+export CEREBELUM_FAULT_BROKER_DOWN_S=${CEREBELUM_FAULT_BROKER_DOWN_S:-8}
 "${pytest[@]}" -p no:hypothesispytest -p no:schemathesis tests/fault -q
