@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -150,3 +151,43 @@ def api_settings(directory: Path, tokens: dict[str, list[str]] | None = None) ->
     path = directory / "api-tokens"
     path.write_text("\n".join(lines) + "\n")
     return ApiSettings(tokens_file=str(path))
+
+
+@asynccontextmanager
+async def in_process_api(settings: Settings, directory: Path) -> AsyncIterator[Any]:
+    """An httpx client of the API app run in this process (its lifespan too: PostgreSQL pool,
+    Kafka client), authenticated with ADMIN_TOKEN (its tokens file written in `directory`)."""
+    import httpx
+
+    from cerebelum.api import create_app
+
+    app = create_app(settings, api_settings(directory))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=API_HEADERS
+        ) as http:
+            yield http
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a process the test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(url: str, timeout: float = 60) -> None:
+    """Until the API process at `url` answers /readyz 200 (it connects to its services)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url) as http, asyncio.timeout(timeout):
+        while True:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.3)

@@ -34,7 +34,14 @@ from cerebelum.mirror.store import write_batch
 from examples.order import order
 from tests.apps import w3
 from tests.conftest import Processes
-from tests.helpers import API_HEADERS, JSON, api_settings, wait_for_workers, worker_member
+from tests.helpers import (
+    API_HEADERS,
+    JSON,
+    api_settings,
+    in_process_api,
+    wait_for_workers,
+    worker_member,
+)
 from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
@@ -46,13 +53,8 @@ AT = 1_700_000_000_000
 async def api(
     settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, api_settings(tmp_path_factory.mktemp("api")))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://localhost", headers=API_HEADERS
-        ) as http:
-            yield http
+    async with in_process_api(settings, tmp_path_factory.mktemp("api")) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import httpx
 import orjson
 import pytest
 
-from cerebelum.api import create_app
 from cerebelum.config import Settings
 from cerebelum.core import events as ev
 from cerebelum.core.apply import fold
@@ -22,7 +21,7 @@ from cerebelum.core.events import make_event
 from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
-from tests.helpers import API_HEADERS, api_settings
+from tests.helpers import in_process_api
 from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
@@ -35,13 +34,8 @@ GOLDEN = Path(__file__).parent.parent / "golden" / "order-approved.json"
 async def api(
     settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, api_settings(tmp_path_factory.mktemp("api")))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://localhost", headers=API_HEADERS
-        ) as http:
-            yield http
+    async with in_process_api(settings, tmp_path_factory.mktemp("api")) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")

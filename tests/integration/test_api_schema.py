@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import LOGS, Processes
-from tests.helpers import ADMIN_TOKEN, API_HEADERS, api_settings
+from tests.helpers import ADMIN_TOKEN, api_settings, free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +25,6 @@ EXAMPLES = 8
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_no_5xx_and_only_documented_statuses(processes: Processes, tmp_path: Path) -> None:
     port = free_port()
     tokens = api_settings(tmp_path).tokens_file
@@ -40,15 +32,7 @@ async def test_no_5xx_and_only_documented_statuses(processes: Processes, tmp_pat
     processes.mirror()
     processes.spawn("api", "--port", str(port), CEREBELUM_API_TOKENS_FILE=tokens)
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, headers=API_HEADERS) as http:
-        async with asyncio.timeout(60):
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.3)
+    await wait_ready(url)
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert cli is not None, "schemathesis is in the test extra"
     LOGS.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,10 @@ import orjson
 import pytest
 
 from cerebelum.admin.cluster import cluster_view
-from cerebelum.api import create_app
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
 from tests.conftest import ROOT, Processes, process_env
-from tests.helpers import API_HEADERS, api_settings
+from tests.helpers import in_process_api
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +32,8 @@ SETTLE_TIMEOUT_S = 60.0
 async def api(
     settings: Settings, topics: None, database: None, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, api_settings(tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://localhost", headers=API_HEADERS
-        ) as http:
-            yield http
+    async with in_process_api(settings, tmp_path) as http:
+        yield http
 
 
 async def poll(

@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
 from tests.conftest import LOGS, Processes
-from tests.helpers import ADMIN_TOKEN, API_HEADERS, api_settings
+from tests.helpers import ADMIN_TOKEN, API_HEADERS, api_settings, free_port, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +36,6 @@ CHROMIUM = next(
 )  # fmt: skip
 if CHROMIUM is None:  # scripts/bootstrap.sh installs it; a machine without it says so loudly
     pytest.fail("chromium is not installed: run scripts/bootstrap.sh", pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -56,15 +49,8 @@ def api_url(processes: Processes, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    await wait_ready(api_url)
     async with httpx.AsyncClient(base_url=api_url, headers=API_HEADERS, timeout=30) as client:
-        async with asyncio.timeout(60):
-            while True:  # the API process starting
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.3)
         yield client
 
 

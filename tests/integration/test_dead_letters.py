@@ -12,12 +12,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cerebelum.api import create_app
 from cerebelum.config import Settings
 from cerebelum.constants import TOPIC_COMMANDS
 from cerebelum.core.commands import start_command
 from tests.conftest import Processes
-from tests.helpers import API_HEADERS, api_settings
+from tests.helpers import in_process_api
 from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
@@ -27,13 +26,8 @@ pytestmark = pytest.mark.integration
 async def api(
     settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, api_settings(tmp_path_factory.mktemp("api")))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://localhost", headers=API_HEADERS
-        ) as http:
-            yield http
+    async with in_process_api(settings, tmp_path_factory.mktemp("api")) as http:
+        yield http
 
 
 async def listed(api: httpx.AsyncClient, execution_id: str, timeout: float = 60) -> list[dict]:
