@@ -13,7 +13,6 @@ if Kafka does not take it, so two callers never both replay it.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ import orjson
 
 from cerebelum.client import Client
 from cerebelum.core.ids import id_problem
+from cerebelum.db import cursors
 
 COLUMNS = (
     "kafka_partition, kafka_offset, at, reason, execution_id, source_topic, source_partition, "
@@ -91,18 +91,16 @@ async def list_dead_letters(pool: asyncpg.Pool, query: DeadLetterQuery) -> dict[
     cursor = None
     if more:
         last = rows[-1]
-        raw = orjson.dumps([last["at"].isoformat(), last["kafka_partition"], last["kafka_offset"]])
-        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        cursor = cursors.pack([last["at"].isoformat(), last["kafka_partition"],
+                               last["kafka_offset"]])  # fmt: skip
     return {"dead_letters": [shown(r) for r in rows], "next_cursor": cursor}
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int, int]:
     try:
-        at, partition, offset = orjson.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
+        at, partition, offset = cursors.unpack(cursor)
         return datetime.fromisoformat(at), int(partition), int(offset)
-    except (binascii.Error, ValueError, TypeError):
+    except (ValueError, TypeError):
         raise DeadLetterProblem(422, "cursor is not one this API gave out") from None
 
 

@@ -21,13 +21,13 @@ as the oldest under `started`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from cerebelum.db import cursors
 
 SORTS = {
     # The sort key of each order, exactly as migration 006's indexes spell it.
@@ -103,19 +103,16 @@ def _json_value(raw: str) -> Any:
 
 
 def encode_cursor(sort: str, key: datetime | None, execution_id: str) -> str:
-    stamp = None if key is None else key.isoformat()
-    raw = orjson.dumps([sort, stamp, execution_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.pack([sort, None if key is None else key.isoformat(), execution_id])
 
 
 def decode_cursor(cursor: str, sort: str) -> tuple[datetime | None, str]:
     """The (sort key, execution id) a cursor names; ListProblem if it is not one of ours or
     was made for another order."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        made_for, stamp, execution_id = orjson.loads(raw)
+        made_for, stamp, execution_id = cursors.unpack(cursor)
         key = None if stamp is None else datetime.fromisoformat(stamp)
-    except (binascii.Error, ValueError, TypeError):
+    except (ValueError, TypeError):
         raise ListProblem("cursor is not one this API gave out") from None
     if made_for != sort or not isinstance(execution_id, str):
         raise ListProblem(f"cursor was made for another order than sort={sort}")
