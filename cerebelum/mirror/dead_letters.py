@@ -2,7 +2,8 @@
 
 The dead-letter topic is small (a record per refused command), so this is the plain loop: its
 own consumer in its own group (`cerebelum-mirror-dlq`, read_committed), fetch, insert what is new
-(ON CONFLICT DO NOTHING: a re-read changes nothing), then commit the offsets. PostgreSQL or
+(a re-read changes nothing; a different record at a known position, after the topic was made
+again, replaces the stale row), then commit the offsets. PostgreSQL or
 Kafka away: wait and try again with backoff; nothing is committed before it is written.
 """
 
@@ -42,7 +43,14 @@ INSERT INTO dead_letters (kafka_partition, kafka_offset, at, reason, execution_i
                           source_partition, source_offset, key, value)
 SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
                      $6::text[], $7::int[], $8::bigint[], $9::bytea[], $10::bytea[])
-ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+ON CONFLICT (kafka_partition, kafka_offset) DO UPDATE
+    SET at = EXCLUDED.at, reason = EXCLUDED.reason, execution_id = EXCLUDED.execution_id,
+        source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
+        source_offset = EXCLUDED.source_offset, key = EXCLUDED.key, value = EXCLUDED.value,
+        replayed_at = NULL, replayed_by = NULL
+    -- The same record read again changes nothing. Another record at the same position means
+    -- the topic was deleted and made again (offsets start over): the old row's record is gone.
+    WHERE dead_letters.at <> EXCLUDED.at OR dead_letters.value <> EXCLUDED.value
 """
 
 
