@@ -9,8 +9,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from cerebelum.constants import DEFAULT_NAMESPACE, Names, names, namespace_problem
 from cerebelum.errors import ConfigurationError
 from cerebelum.security.kafka import KafkaSecurity
 from cerebelum.security.redact import redact
@@ -23,6 +24,9 @@ DEFAULT_DATABASE_URL = "postgresql://cerebelum@127.0.0.1:15432/cerebelum"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # Whose topics, groups and schema this process uses (cerebelum.constants.names): several
+    # apps share a Kafka cluster and a database, one namespace each. CEREBELUM_NAMESPACE.
+    namespace: str = DEFAULT_NAMESPACE
     kafka_bootstrap: str = DEFAULT_KAFKA
     # TLS and SASL of every Kafka client (cerebelum.security.kafka; README, "Security").
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -54,10 +58,16 @@ class Settings:
     # ~5 ms of CPU (and every read_committed consumer a fetch) whatever it carries, so under a
     # steady trickle, transitions that arrive while waiting share one. An input after a quiet
     # spell is committed at once; under load the wait adds up to this much per transition.
-    # Measured trade-off (CPU per execution against latency): bench/README.md.
-    commit_interval_ms: int = 10
+    # Measured trade-off (CPU per execution against latency): 3 ms against 10 ms, six
+    # alternating runs each: closed-loop p50 34 / 49 ms, p99 at 50/s 291 / 543 ms, for ~8 % more
+    # CPU per execution at 50/s (docs/decisions.md §10, bench/README.md).
+    commit_interval_ms: int = 3
     # Steps running at once per worker; beyond it new step effects queue.
     max_concurrent_steps: int = 1_000
+    # A step run without a timeout of its own fails with StepTimeout after this (and is
+    # retried under its policy), so a hung step never keeps its execution running forever;
+    # 0 (CEREBELUM_STEP_TIMEOUT_S=0) means no default.
+    step_timeout_s: float = 3_600.0
     # "text" (for people) or "json" (one object per line, for log collectors).
     log_format: str = TEXT
     # The worker's and the mirror's own HTTP endpoint (/metrics, /healthz, /readyz): None
@@ -75,6 +85,23 @@ class Settings:
     # offsets and its commit deletes it and stops itself (SIGSTOP), to be a zombie on cue.
     fault_pause_before_commit: str | None = None
 
+    def __post_init__(self) -> None:
+        problem = namespace_problem(self.namespace)
+        if problem is not None:
+            raise ConfigurationError(f"CEREBELUM_NAMESPACE / --namespace: {problem}")
+
+    @property
+    def names(self) -> Names:
+        """The namespace's topics, groups, ids, schema and channel."""
+        return names(self.namespace)
+
+    @property
+    def namespace_database_url(self) -> str:
+        """`database_url` bound to the namespace's schema, for every connection a process makes
+        (asyncpg sends the URL's extra query parameters as server settings, here search_path).
+        The default namespace's is `database_url` itself: its tables stay where they were."""
+        return schema_url(self.database_url, self.names.schema)
+
     def __repr__(self) -> str:
         # The database URL redacted; kafka_security hides its own password.
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -88,6 +115,7 @@ class Settings:
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
+            namespace=(env.get("CEREBELUM_NAMESPACE") or defaults.namespace).strip(),
             kafka_bootstrap=env.get("CEREBELUM_KAFKA", defaults.kafka_bootstrap),
             kafka_security=KafkaSecurity.from_env(env),
             database_url=database_url_from_env(env, defaults.database_url),
@@ -112,6 +140,7 @@ class Settings:
             max_concurrent_steps=int(
                 env.get("CEREBELUM_MAX_CONCURRENT_STEPS", defaults.max_concurrent_steps)
             ),
+            step_timeout_s=_non_negative(env, "CEREBELUM_STEP_TIMEOUT_S", defaults.step_timeout_s),
             log_format=_log_format(env.get("CEREBELUM_LOG_FORMAT") or defaults.log_format),
             worker_http_port=_port(env, "CEREBELUM_WORKER_HTTP_PORT"),
             mirror_http_port=_port(env, "CEREBELUM_MIRROR_HTTP_PORT"),
@@ -211,10 +240,34 @@ def database_url_from_env(env: Mapping[str, str], default: str = DEFAULT_DATABAS
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def schema_url(database_url: str, schema: str | None) -> str:
+    """`database_url` whose connections use only `schema` (search_path): a namespace's tables
+    live there, and a query never falls back to another schema's table of the same name."""
+    if schema is None:
+        return database_url
+    parts = urlsplit(database_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"]
+    query.append(("search_path", schema))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in LOG_FORMATS:
         raise ValueError(f"CEREBELUM_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, not {raw!r}")
     return value
 
 

@@ -62,6 +62,8 @@ echo
 
 echo "== example: examples/order.py"
 .venv/bin/python -m examples.run_order --orders 5 --api http://127.0.0.1:8080
+echo "== example: examples/invoicing.py (a schedule, child workflows, steps completed from outside)"
+.venv/bin/python -m examples.run_invoicing --api http://127.0.0.1:8080
 cat <<MSG
 
 Cluster running: Kafka $CEREBELUM_KAFKA, PostgreSQL $CEREBELUM_DATABASE_URL, API http://127.0.0.1:8080

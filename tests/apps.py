@@ -1,9 +1,12 @@
-"""The workflows every test worker runs. All workers of the group must know the same workflows
-(a worker that lacks one sends its start-commands to the DLQ), so tests share this one module."""
+"""The workflows every test worker runs. Workers of one group should run the same app (a worker
+that lacks a workflow holds the starts of it that land on its partitions until a worker with it
+owns them), so tests share this one module."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 from cerebelum import Workflow, step
 from cerebelum.core.workflow import Step
@@ -63,6 +66,8 @@ from cerebelum import (  # noqa: E402
     approval,
     back_to,
     branch,
+    child,
+    children,
     diverge,
     fail,
     sleep,
@@ -166,6 +171,64 @@ async def too_slow(inputs: dict) -> dict:
 
 
 timeouts = Workflow("timeouts", [too_slow])
+
+
+# A step that beats, then hangs on its first attempt: given up at its heartbeat timeout and
+# retried; the retry finishes at once.
+@step(heartbeat_timeout=0.5, retry=RetryPolicy(max_attempts=2, initial_interval=0.1, jitter=0))
+async def beater(ctx: StepContext, inputs: dict) -> dict:
+    ctx.heartbeat({"attempt": ctx.attempt})
+    if ctx.attempt == 1:
+        await asyncio.sleep(60)
+    return {"attempt": ctx.attempt}
+
+
+heartbeats = Workflow("heartbeats", [beater])
+
+
+# Two steps that run until their execution is cancelled, each leaving a file in
+# inputs["marker"] (a directory) when it starts and when it was stopped.
+@step
+async def runs_long(inputs: dict) -> dict:
+    marker = Path(inputs["marker"])
+    (marker / "async-started").touch()
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        (marker / "async-cancelled").touch()
+        raise
+    return {}
+
+
+@step
+def runs_long_plain(ctx: StepContext, inputs: dict) -> dict:
+    marker = Path(inputs["marker"])
+    (marker / "plain-started").touch()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(0.05)
+    if ctx.cancelled:
+        (marker / "plain-saw-cancelled").touch()
+    return {}
+
+
+long_runner = Workflow("long_runner", [[runs_long, runs_long_plain]])
+
+
+# External completion: the step hands its token to "another system" (a file in
+# inputs["marker"]) and returns ctx.pending(); the test completes it.
+@step(retry=RetryPolicy(max_attempts=2, initial_interval=0.1, jitter=0))
+def hand_off(ctx: StepContext, inputs: dict) -> object:
+    (Path(inputs["marker"]) / f"token-{ctx.attempt}").write_text(ctx.completion_token)
+    return ctx.pending(timeout=inputs.get("timeout", 60))
+
+
+@step
+def after_hand_off(hand_off: dict) -> dict:
+    return {"signed_by": hand_off["signed_by"]}
+
+
+handoff = Workflow("handoff", hand_off >> after_hand_off)
 
 
 @step
@@ -349,3 +412,77 @@ def poison_pill(inputs: dict) -> dict:
 
 
 poison = Workflow("poison", [poison_pill])
+
+
+# Child workflows (decisions.md §18): a fan-out of invoices; a parent waiting on a child that
+# waits for approval; a parent of children that pause (the kill test), and of a missing one.
+@step
+async def bill(inputs: dict) -> dict:
+    return {"customer": inputs["customer"], "total": inputs["amount"] * 2}
+
+
+invoice = Workflow("invoice", [bill])
+
+
+@step
+def sum_invoices(invoices: list) -> dict:
+    return {"total": sum(i["total"] for i in invoices), "count": len(invoices)}
+
+
+billing = Workflow(
+    "billing",
+    children(
+        "invoice",
+        each=lambda inputs: [{"customer": c, "amount": a} for c, a in inputs["lines"]],
+        name="invoices",
+    )
+    >> sum_invoices,
+)
+
+
+@step
+def after_child(flaky_child: dict | None) -> dict:
+    return {"child": flaky_child}
+
+
+guarded = Workflow(
+    "guarded", child("approver", lambda inputs: {"amount": inputs["amount"]}, name="approval")
+)
+parent_of_flaky = Workflow(
+    "parent_of_flaky",
+    child("retrier", lambda inputs: {"succeed_on": inputs["succeed_on"]}, name="flaky_child")
+    >> after_child,
+)
+parent_of_fans = Workflow(
+    "parent_of_fans",
+    children(
+        "fanout", each=lambda inputs: [{"n": n, "pause": 2.0} for n in inputs["ns"]], name="fans"
+    ),  # fmt: skip
+)
+parent_of_missing = Workflow("parent_of_missing", child("no-such-workflow", {}, name="ghost"))
+
+
+# Concurrency and rate limits (decisions.md §20): one live execution per customer, whose step
+# reports the wall-clock span it ran in (the tests check no two of a customer overlap); a step
+# allowed 3 runs per second per API key.
+from cerebelum import RateLimit  # noqa: E402
+
+
+@step
+async def hold_slot(inputs: dict) -> dict:
+    began = time.time()
+    await asyncio.sleep(inputs.get("pause", 0.3))
+    return {"n": inputs["n"], "began": began, "ended": time.time()}
+
+
+one_per_customer = Workflow(
+    "one_per_customer", [hold_slot], concurrency_key="customer", concurrency_limit=1
+)
+
+
+@step(rate_limit=RateLimit(3, per_s=1.0, key="api_key"))
+async def call_partner(inputs: dict) -> dict:
+    return {"n": inputs["n"], "at": time.time()}
+
+
+rated_call = Workflow("rated_call", [call_partner])

@@ -16,10 +16,12 @@ from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.api.tokens import token_line
 from cerebelum.client import partition_for
 from cerebelum.config import ApiSettings, Settings
-from cerebelum.constants import PARTITIONS, TOPIC_EVENTS, TOPIC_WORKFLOWS, WORKER_GROUP
+from cerebelum.constants import PARTITIONS
 
 
-async def end_offsets(settings: Settings, topic: str = TOPIC_EVENTS) -> dict[TopicPartition, int]:
+async def end_offsets(settings: Settings, topic: str | None = None) -> dict[TopicPartition, int]:
+    """The end offsets of `topic` (the namespace's events topic unless given)."""
+    topic = topic or settings.names.events
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
@@ -67,11 +69,11 @@ def assert_gapless(events: list[dict]) -> None:
 
 
 def assert_results_recorded_once(events: list[dict]) -> None:
-    """Each dispatch (StepScheduled, or StepRescheduled after an owner change) is answered by at
-    most one StepCompleted/StepFailed."""
+    """Each dispatch (StepScheduled, or StepRescheduled after an owner change; a child node's
+    ChildrenStarted) is answered by at most one StepCompleted/StepFailed."""
     open_steps: dict[str, int] = {}
     for e in events:
-        if e["type"] in ("StepScheduled", "StepRescheduled"):
+        if e["type"] in ("StepScheduled", "StepRescheduled", "ChildrenStarted"):
             open_steps[e["step"]] = e["version"]
         elif e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
             assert e["step"] in open_steps, f"{e['step']} answered twice: {e}"
@@ -92,13 +94,13 @@ async def worker_member(settings: Settings, worker_id: str) -> AsyncIterator[Non
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": WORKER_GROUP,
+            "group.id": settings.names.worker_group,
             "group.protocol": "consumer",
-            "client.id": f"cerebelum-worker:{worker_id}",
+            "client.id": settings.names.worker_client_id(worker_id),
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([TOPIC_WORKFLOWS])
+    consumer.subscribe([settings.names.workflows])
     joined, leave = threading.Event(), threading.Event()
 
     def member() -> None:  # the consumer belongs to this thread (confluent-kafka serialises)

@@ -37,13 +37,9 @@ from cerebelum._aiokafka import start_or_stop, stop_quietly
 from cerebelum.admin.topics import partition_count_problems
 from cerebelum.config import Settings
 from cerebelum.constants import (
-    MIRROR_GROUP,
+    DEFAULT_NAMES,
     PARTITIONS,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-    TOPIC_STATE,
-    WORKER_GROUP,
+    Names,
 )
 from cerebelum.security.kafka import aiokafka_kwargs, librdkafka_config
 
@@ -146,13 +142,18 @@ class ClusterInspector:
             await consumer.stop()
 
     async def describe(
-        self, group: str = WORKER_GROUP, topic: str = TOPIC_COMMANDS
+        self, group: str | None = None, topic: str | None = None
     ) -> GroupDescription:
-        """The group as its coordinator sees it now (a group never seen is "Dead", no members).
+        """The group as its coordinator sees it now (a group never seen is "Dead", no members);
+        by default the namespace's worker group, on its commands topic.
 
         Through librdkafka's admin client: it describes both kinds of group, the workers'
         (KIP-848, ConsumerGroupDescribe) and the mirror's (classic, DescribeGroups), which
         aiokafka's admin client cannot."""
+        names = self.settings.names
+        workers = group is None or (group == names.worker_group and topic in (None, names.commands))
+        group = group or names.worker_group
+        topic = topic or names.commands
         for attempt in range(COORDINATOR_RETRIES):
             try:
                 description = await asyncio.to_thread(self._describe, group, topic)
@@ -167,7 +168,7 @@ class ClusterInspector:
             # The group's coordinator is loading or has just moved (a fresh broker, a
             # restart): it answers within a second or two.
             await asyncio.sleep(0.3)
-        if group == WORKER_GROUP and topic == TOPIC_COMMANDS:
+        if workers:
             self._cached = (time.monotonic(), description)
         return description
 
@@ -240,26 +241,25 @@ async def cluster_view(
     """The whole view as plain JSON-ready data (see the module docstring for its sources)."""
     own = inspector is None
     inspector = inspector or ClusterInspector(settings)
+    n = settings.names
     try:
-        counts = await inspector.partition_counts(
-            [TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ]
-        )
+        counts = await inspector.partition_counts([n.commands, n.events, n.state, n.dlq])
         # Every partition that exists, past PARTITIONS too: that is where unserved work sits.
-        commands = counts.get(TOPIC_COMMANDS, PARTITIONS)
-        workers = await inspector.describe(WORKER_GROUP, TOPIC_COMMANDS)
-        committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
-        starts = await inspector.beginning_offsets(TOPIC_COMMANDS, commands)
-        ends = await inspector.end_offsets(TOPIC_COMMANDS, commands)
-        mirror = await inspector.describe(MIRROR_GROUP, TOPIC_EVENTS)
-        mirror_committed = await inspector.committed(MIRROR_GROUP, TOPIC_EVENTS)
-        event_ends = await inspector.end_offsets(TOPIC_EVENTS, counts.get(TOPIC_EVENTS, PARTITIONS))
+        commands = counts.get(n.commands, PARTITIONS)
+        workers = await inspector.describe(n.worker_group, n.commands)
+        committed = await inspector.committed(n.worker_group, n.commands)
+        starts = await inspector.beginning_offsets(n.commands, commands)
+        ends = await inspector.end_offsets(n.commands, commands)
+        mirror = await inspector.describe(n.mirror_group, n.events)
+        mirror_committed = await inspector.committed(n.mirror_group, n.events)
+        event_ends = await inspector.end_offsets(n.events, counts.get(n.events, PARTITIONS))
     finally:
         if own:
             await inspector.close()
     live = await live_executions(pool) if pool is not None else None
     return build_view(
         workers, committed, starts, ends, mirror, mirror_committed, event_ends, live,
-        partition_counts=counts,
+        partition_counts=counts, names=n,
     )  # fmt: skip
 
 
@@ -274,6 +274,7 @@ def build_view(
     live: dict[int, int] | None,
     *,
     partition_counts: Mapping[str, int] | None = None,
+    names: Names = DEFAULT_NAMES,
 ) -> dict[str, Any]:
     """Assemble the view from what was read (pure, so the shape is easy to test).
 
@@ -281,7 +282,7 @@ def build_view(
     past PARTITIONS, which no worker serves, and the problems `partition_count_problems` finds.
     """
     counts = partition_counts or {}
-    total = max(PARTITIONS, counts.get(TOPIC_COMMANDS, PARTITIONS))
+    total = max(PARTITIONS, counts.get(names.commands, PARTITIONS))
     owners = workers.owners()
     partitions: list[dict[str, Any]] = []
     for p in range(total):
@@ -307,13 +308,14 @@ def build_view(
             "live_executions": None if live is None else sum(x["live_executions"] for x in mine),
         })  # fmt: skip
     return {
+        "namespace": names.namespace,
         "group": workers.group,
         "state": workers.state,
         "workers": members,
         "unowned_partitions": [p for p in range(total) if p not in owners],
         # Ids map onto 0..PARTITIONS-1 only: past that, an owner is assigned but serves nothing.
         "unserved_partitions": list(range(PARTITIONS, total)),
-        "partition_problems": partition_count_problems(counts),
+        "partition_problems": partition_count_problems(counts, names=names),
         "lag": sum(x["lag"] for x in partitions),
         "live_executions": None if live is None else sum(live.values()),
         "partitions": partitions,

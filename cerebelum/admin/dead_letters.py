@@ -8,6 +8,11 @@ else the command's own), so it lands on the execution's home partition whatever 
 with (a command off its home is one reason for refusal); once: a second replay of the same dead
 letter is refused unless forced. It is claimed in PostgreSQL before it is produced and released
 if Kafka does not take it, so two callers never both replay it.
+
+A start's fate: when a start was refused (its StartExecution dead-lettered, say for a workflow no
+worker runs), no execution row ever appears; `refused_starts` finds the refusal, so a reader
+answers with it (HTTP 410 `start_refused`) instead of "not found". A refusal that was replayed is
+no longer the fate: the replay decides it (a replay refused again is a new dead letter).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncpg
 import orjson
 
 from cerebelum.client import Client
+from cerebelum.constants import CMD_START
 from cerebelum.core.ids import id_problem
 from cerebelum.db import cursors
 
@@ -30,6 +36,9 @@ COLUMNS = (
     "source_offset, key, value, replayed_at, replayed_by"
 )
 _ID = re.compile(r"^(\d{1,5})-(\d{1,19})$")
+# Refused starts read per execution when looking for its fate: the newest is the one that counts;
+# a few more cover refusals recorded before the start a reader waits for (ignored by `since`).
+MAX_REFUSALS_READ = 4
 
 
 class DeadLetterProblem(ValueError):
@@ -151,6 +160,34 @@ async def replay(
         )  # fmt: skip
         raise
     return {"id": dead_letter_id, "execution_id": execution_id, "replayed_at": claimed}
+
+
+async def refused_starts(
+    pool: asyncpg.Pool, execution_ids: list[str], since: dict[str, datetime] | None = None
+) -> dict[str, dict[str, Any]]:
+    """For each of `execution_ids` whose start was refused (and not replayed since), the
+    newest such dead letter: {"dead_letter_id", "reason", "at"}. `since` ignores, per id,
+    refusals recorded before that time (the refusal of an earlier start with the same id)."""
+    # Only rows that may hold a start (the type's name in the bytes; parsed below to be sure),
+    # a bounded number: a flood of refused signals for one id costs nothing here.
+    rows = await pool.fetch(
+        "SELECT execution_id, kafka_partition, kafka_offset, at, reason, value "
+        "FROM dead_letters WHERE execution_id = ANY($1::text[]) AND replayed_at IS NULL "
+        "AND position($2::bytea in value) > 0 "
+        "ORDER BY at DESC, kafka_partition DESC, kafka_offset DESC LIMIT $3",
+        execution_ids, f'"{CMD_START}"'.encode(), MAX_REFUSALS_READ * len(execution_ids),
+    )  # fmt: skip
+    since = since or {}
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:  # newest first: the first start refused per id is its fate
+        eid = row["execution_id"]
+        if eid in found or (eid in since and row["at"] < since[eid]):
+            continue
+        command = _json(bytes(row["value"]))
+        if isinstance(command, dict) and command.get("type") == CMD_START:
+            found[eid] = {"dead_letter_id": f"{row['kafka_partition']}-{row['kafka_offset']}",
+                          "reason": row["reason"], "at": row["at"]}  # fmt: skip
+    return found
 
 
 def replay_key(row: dict[str, Any]) -> str | None:

@@ -30,11 +30,7 @@ from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.admin.workflows import LiveWorkflows, WorkflowDirectory
 from cerebelum.config import Settings
 from cerebelum.constants import (
-    MIRROR_GROUP,
     PARTITIONS,
-    TOPIC_COMMANDS,
-    TOPIC_EVENTS,
-    WORKER_GROUP,
 )
 from cerebelum.core.ids import home_partition
 from cerebelum.core.state import TERMINAL
@@ -192,10 +188,11 @@ class PartitionProbe:
         """
         async with self._lock:
             reader, uncommitted = await self._open()
-            commands = TopicPartition(TOPIC_COMMANDS, partition)
-            events = TopicPartition(TOPIC_EVENTS, partition)
+            n = self.settings.names
+            commands = TopicPartition(n.commands, partition)
+            events = TopicPartition(n.events, partition)
             # 1. commands run. Never committed: the group starts from the first offset held.
-            ran = (await self.inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)).get(partition)
+            ran = (await self.inspector.committed(n.worker_group, n.commands)).get(partition)
             if ran is None:
                 ran = (await reader.beginning_offsets([commands]))[commands]
             if ran < (await reader.end_offsets([commands]))[commands]:
@@ -206,7 +203,7 @@ class PartitionProbe:
             if stable < high:
                 return False
             # 3. the mirror wrote every committed event.
-            mirrored = (await self.inspector.committed(MIRROR_GROUP, TOPIC_EVENTS)).get(partition)
+            mirrored = (await self.inspector.committed(n.mirror_group, n.events)).get(partition)
             if mirrored is None:
                 mirrored = (await reader.beginning_offsets([events]))[events]
             if mirrored >= stable:

@@ -47,12 +47,7 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
-    MIRROR_GROUP,
     PARTITIONS,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-    WORKER_GROUP,
 )
 from cerebelum.core.events import EXECUTION_STARTED
 from cerebelum.mirror.fold import MalformedEvent
@@ -82,36 +77,35 @@ async def verify(
     a finding, only on a Kafka or PostgreSQL that cannot be read."""
     report = Report()
     inspector = ClusterInspector(settings)
+    n = settings.names
     try:
-        committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
-        topics = (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_DLQ)
+        committed = await inspector.committed(n.worker_group, n.commands)
+        topics = (n.commands, n.events, n.dlq)
         counts = await inspector.partition_counts(list(topics))
-        report.notes.extend(partition_count_problems(counts))
+        report.notes.extend(partition_count_problems(counts, names=n))
         ends = {
             topic: await inspector.end_offsets(topic, counts.get(topic, PARTITIONS))
             for topic in topics
         }
-        window = await start_offsets(settings, TOPIC_EVENTS, ends[TOPIC_EVENTS], since_ms)
-        histories, started = await _read_events(
-            settings, window, ends[TOPIC_EVENTS], report, progress
-        )
-        dead = await _read_dlq(settings, ends[TOPIC_DLQ], progress)
+        window = await start_offsets(settings, n.events, ends[n.events], since_ms)
+        histories, started = await _read_events(settings, window, ends[n.events], report, progress)
+        dead = await _read_dlq(settings, ends[n.dlq], progress)
 
         def check_chunk(partition: int, records: list[ConsumerRecord]) -> None:
             chunk = (CommandRecord(partition, r.offset, r.value) for r in records)
-            check_commands(chunk, started, dead, committed, into=report.commands)
+            check_commands(
+                chunk, started, dead, committed, into=report.commands, namespace=n.namespace
+            )
 
-        starts = await start_offsets(settings, TOPIC_COMMANDS, ends[TOPIC_COMMANDS], since_ms)
-        await read_topic(
-            settings, TOPIC_COMMANDS, starts, ends[TOPIC_COMMANDS], check_chunk, progress
-        )
+        starts = await start_offsets(settings, n.commands, ends[n.commands], since_ms)
+        await read_topic(settings, n.commands, starts, ends[n.commands], check_chunk, progress)
         if since_ms is not None:
             await _resolve_older_starts(settings, report, window, progress)
         report.findings.extend(report.commands.findings)
         whole = {p for p, start in window.items() if start == 0}
         kafka = _check_histories(report, histories, whole)
         if use_db:
-            mirrored = await inspector.committed(MIRROR_GROUP, TOPIC_EVENTS)
+            mirrored = await inspector.committed(n.mirror_group, n.events)
             await _compare_database(settings, report, histories, kafka, mirrored)
         else:
             report.notes.append("PostgreSQL not compared (--no-db)")
@@ -156,7 +150,9 @@ async def _read_events(
             if seen.type == EXECUTION_STARTED:
                 started.add(eid)
 
-    report.events = await read_topic(settings, TOPIC_EVENTS, starts, ends, handle, progress)
+    report.events = await read_topic(
+        settings, settings.names.events, starts, ends, handle, progress
+    )
     return histories, started
 
 
@@ -169,7 +165,7 @@ async def _read_dlq(
     def handle(partition: int, records: list[ConsumerRecord]) -> None:
         for r in records:
             headers = {k: v for k, v in r.headers or ()}
-            if headers.get(HEADER_DLQ_SOURCE_TOPIC, b"").decode() != TOPIC_COMMANDS:
+            if headers.get(HEADER_DLQ_SOURCE_TOPIC, b"").decode() != settings.names.commands:
                 continue
             try:
                 partition = int(headers[HEADER_DLQ_SOURCE_PARTITION])
@@ -178,7 +174,7 @@ async def _read_dlq(
                 continue  # not a dead letter the workers wrote; nothing to match
             dead.add((partition, offset))
 
-    await read_topic(settings, TOPIC_DLQ, {}, ends, handle, progress)
+    await read_topic(settings, settings.names.dlq, {}, ends, handle, progress)
     return dead
 
 
@@ -204,7 +200,7 @@ async def _resolve_older_starts(
                 found.add(eid)
 
     ends = {p: window.get(p, 0) for p in partitions}
-    await read_topic(settings, TOPIC_EVENTS, {}, ends, handle, progress)
+    await read_topic(settings, settings.names.events, {}, ends, handle, progress)
     report.commands.findings = [
         f
         for f in report.commands.findings
@@ -231,7 +227,7 @@ async def _compare_database(
             f"{report.not_mirrored} execution(s) not compared with PostgreSQL: the mirror has "
             "not committed past their last event yet (is it running? is it behind?)"
         )
-    stored_events, stored_last = await stored_summaries(settings.database_url, ready)
+    stored_events, stored_last = await stored_summaries(settings.namespace_database_url, ready)
     report.compared = len(ready)
     report.findings.extend(check_database(ready, stored_events, stored_last))
 

@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from cerebelum.config import Settings
+from cerebelum.constants import DEFAULT_NAMES, Names
 from cerebelum.errors import CerebelumError
 from cerebelum.resources import TOPIC_DECLARATIONS
 from cerebelum.security.kafka import aiokafka_kwargs
@@ -39,31 +40,44 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def load_declarations(path: Traversable = DEFAULT_DECLARATIONS) -> list[TopicSpec]:
+def load_declarations(
+    path: Traversable = DEFAULT_DECLARATIONS, names: Names = DEFAULT_NAMES
+) -> list[TopicSpec]:
+    """The declared topics. The file names the default namespace's topics (cerebelum.commands,
+    ...); with `names`, each is given its namespace's name (cerebelum.<ns>.commands, ...)."""
     doc = json.loads(path.read_text())
     return [
-        TopicSpec(t["name"], t["partitions"], t["replication_factor"], dict(t.get("configs", {})))
+        TopicSpec(
+            names.topic(t["name"]),
+            t["partitions"],
+            t["replication_factor"],
+            dict(t.get("configs", {})),
+        )
         for t in doc["topics"]
     ]
 
 
 @functools.cache
-def _shipped_declarations() -> tuple[TopicSpec, ...]:
-    return tuple(load_declarations())
+def _shipped_declarations(names: Names) -> tuple[TopicSpec, ...]:
+    return tuple(load_declarations(names=names))
 
 
 def partition_count_problems(
-    actual: Mapping[str, int], declared: Sequence[TopicSpec] | None = None
+    actual: Mapping[str, int],
+    declared: Sequence[TopicSpec] | None = None,
+    *,
+    names: Names = DEFAULT_NAMES,
 ) -> list[str]:
     """One sentence per topic of `actual` (name → its partition count in Kafka) whose count is
-    not the declared one (topics/topics.json unless `declared` is given); [] when all agree.
-    Topics not in `actual`, or not declared, are not checked.
+    not the declared one (topics/topics.json, named for the namespace `names`, unless
+    `declared` is given); [] when all agree. Topics not in `actual`, or not declared, are not
+    checked.
 
     Execution ids map onto the declared count (murmur2(id) % 64): past it, partitions are served
     by no worker and what lands there never runs; short of it, ids map to partitions that do
     not exist.
     """
-    specs = _shipped_declarations() if declared is None else declared
+    specs = _shipped_declarations(names) if declared is None else declared
     problems = []
     for spec in specs:
         have = actual.get(spec.name)
@@ -163,6 +177,20 @@ async def apply_topics(
     finally:
         await admin.close()
     return report
+
+
+async def delete_namespace_topics(settings: Settings) -> list[str]:
+    """Delete the topics of the settings' namespace that exist; return their names. For a
+    namespace that is gone for good (the test suite's, one per module): its records go too."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings))
+    await admin.start()
+    try:
+        existing = list(await _partition_counts(admin, list(settings.names.topics)))
+        if existing:
+            await admin.delete_topics(existing)
+        return existing
+    finally:
+        await admin.close()
 
 
 async def _wait_for_partitions(

@@ -234,6 +234,7 @@ def check_commands(
     dead_lettered: Set[tuple[int, int]],
     committed: Mapping[int, int],
     into: CommandCheck | None = None,
+    namespace: str | None = None,
 ) -> CommandCheck:
     """Every processed command that parses as a start must have led to an ExecutionStarted
     (`started`: execution ids) or be in the DLQ (`dead_lettered`: its source partition and
@@ -245,13 +246,14 @@ def check_commands(
 
     Processed means below the worker group's committed offset of its partition: the events of
     a processed command were committed in the same transaction as that offset. Pass `into` to
-    check a topic chunk by chunk, adding to one result.
+    check a topic chunk by chunk, adding to one result. `namespace`: the topic's, as the
+    workers read it (a command naming another one does not parse).
     """
     result = CommandCheck() if into is None else into
     for c in commands:
         reason = ""
         try:
-            command: Any = parse_command(c.value)
+            command: Any = parse_command(c.value, namespace)
         except InvalidCommand as exc:
             command, reason = None, exc.reason
         is_start = isinstance(command, StartExecution)

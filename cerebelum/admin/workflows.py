@@ -43,7 +43,9 @@ from aiokafka.structs import ConsumerRecord
 from cerebelum._aiokafka import start_or_stop
 from cerebelum.admin.cluster import ClusterInspector, GroupDescription
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_WORKFLOWS, WORKER_CLIENT_ID_PREFIX
+from cerebelum.constants import DEFAULT_NAMES, Names
+from cerebelum.core.limits import LIMITER_WORKFLOW
+from cerebelum.core.schedules import SCHEDULE_WORKFLOW
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import KafkaUnavailable
 from cerebelum.security.kafka import aiokafka_kwargs
@@ -57,8 +59,10 @@ PUBLISH_TIMEOUT_S = 15.0
 # not answering and the reader retries (the API) or gives up (the CLI).
 LOAD_TIMEOUT_S = 10.0
 # Following waits on long polls: the broker answers as soon as a record arrives, so this costs
-# no freshness, and an idle API sends two fetches a second.
-FOLLOW_WAIT_MS = 500
+# no freshness; an idle follower (every worker has one, and the API) fetches every 2 s, and
+# aiokafka's fetcher wakes no more often (consumer_timeout_ms, whose 0.2 s default cost the
+# mirror a third of its idle CPU: decisions.md §10).
+FOLLOW_WAIT_MS = 2000
 # Reconnecting after a Kafka error: first after half a second, doubling up to ten.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
@@ -121,7 +125,7 @@ async def _produce(settings: Settings, key: str, value: bytes | None, timeout: f
         async with asyncio.timeout(timeout):
             await start_or_stop(producer)
             try:
-                await producer.send_and_wait(TOPIC_WORKFLOWS, value, key.encode())
+                await producer.send_and_wait(settings.names.workflows, value, key.encode())
             finally:
                 await producer.stop()  # a record not yet sent expires within `timeout`
     except (KafkaError, OSError, TimeoutError) as exc:
@@ -182,16 +186,17 @@ def parse_record(record: ConsumerRecord) -> tuple[str, PublishedWorkflows | None
         }
         return worker_id, PublishedWorkflows(worker_id, int(body.get("at", 0)), workflows, graphs)
     except (UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        log.warning("%s: unreadable record at offset %d: %r", TOPIC_WORKFLOWS, record.offset, exc)
+        log.warning("%s: unreadable record at offset %d: %r", record.topic, record.offset, exc)
         return None
 
 
-def live_worker_ids(description: GroupDescription) -> list[str]:
+def live_worker_ids(description: GroupDescription, names: Names = DEFAULT_NAMES) -> list[str]:
     """The worker ids of the worker group's members (from their client ids)."""
+    prefix = names.worker_client_id_prefix
     return sorted(
-        m.client_id.removeprefix(WORKER_CLIENT_ID_PREFIX)
+        m.client_id.removeprefix(prefix)
         for m in description.members
-        if m.client_id.startswith(WORKER_CLIENT_ID_PREFIX)
+        if m.client_id.startswith(prefix)
     )
 
 
@@ -235,12 +240,16 @@ class WorkflowDirectory:
     def published(self, worker_id: str) -> PublishedWorkflows | None:
         return self._published.get(worker_id)
 
+    def published_names(self) -> set[str]:
+        """Every workflow named in a record read so far, its worker live or not."""
+        return {name for record in self._published.values() for name in record.workflows}
+
     async def live_workflows(self, *, cached: bool = False) -> LiveWorkflows:
         """Join the records read so far with the worker group's members now (or, `cached`,
         as described at most a second ago)."""
         inspector = self._inspector
         description = await (inspector.cached_description() if cached else inspector.describe())
-        return join_live(live_worker_ids(description), self._published)
+        return join_live(live_worker_ids(description, self.settings.names), self._published)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -256,6 +265,7 @@ class WorkflowDirectory:
     async def run(self) -> None:
         """Read the topic, then follow it until cancelled, reopening after Kafka errors."""
         delay = RETRY_FIRST_S
+        topic = self.settings.names.workflows
         while True:
             try:
                 async with asyncio.timeout(LOAD_TIMEOUT_S):
@@ -266,11 +276,9 @@ class WorkflowDirectory:
                 while True:
                     await self._read_once()
             except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning(
-                    "%s: reading failed (%r); retrying in %.1f s", TOPIC_WORKFLOWS, exc, delay
-                )
+                log.warning("%s: reading failed (%r); retrying in %.1f s", topic, exc, delay)
             except Exception:  # a bug must not end the reader unseen: say so, and go on
-                log.exception("%s: reader failed; retrying in %.1f s", TOPIC_WORKFLOWS, delay)
+                log.exception("%s: reader failed; retrying in %.1f s", topic, delay)
             finally:
                 await self._close_consumer()
             await asyncio.sleep(delay)
@@ -300,15 +308,17 @@ class WorkflowDirectory:
             isolation_level="read_committed",
             auto_offset_reset="earliest",  # a position compaction or deletion made invalid
             fetch_max_wait_ms=FOLLOW_WAIT_MS,
+            consumer_timeout_ms=FOLLOW_WAIT_MS,
         )
         await start_or_stop(consumer)
         self._consumer = consumer  # closed by the caller from here on
         # The consumer's own metadata only covers assigned topics; ask for the topic's now.
         metadata = await consumer._client.fetch_all_metadata()
-        partitions = metadata.partitions_for_topic(TOPIC_WORKFLOWS)
+        topic = self.settings.names.workflows
+        partitions = metadata.partitions_for_topic(topic)
         if not partitions:
-            raise UnknownTopicOrPartitionError(f"{TOPIC_WORKFLOWS} (run `cerebelum topics apply`)")
-        tps = [TopicPartition(TOPIC_WORKFLOWS, p) for p in sorted(partitions)]
+            raise UnknownTopicOrPartitionError(f"{topic} (run `cerebelum topics apply`)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         for tp in tps:
             if tp in self._positions:
@@ -351,3 +361,42 @@ class WorkflowDirectory:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+
+
+def version_rows(
+    live: LiveWorkflows, counts: Mapping[tuple[str, str], tuple[int, int]] | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Each workflow's versions (GET /workflows, `cerebelum workflows`): the live workers'
+    versions newest first, then any version no live worker runs that still has live
+    executions (blocked, waiting for it: decisions.md §6), with `workers` [] and no graph.
+    `live_executions` counts every execution not ended (blocked ones included) and
+    `blocked_executions` those blocked; a version with none of either can be retired. With
+    `counts` None (PostgreSQL away) both are None."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, versions in live.workflows.items():
+        out[name] = [_row(live, counts, name, v, i == 0) for i, v in enumerate(versions)]
+    for name, version in sorted(counts or {}):
+        if name in (SCHEDULE_WORKFLOW, LIMITER_WORKFLOW):  # built into every worker
+            continue
+        rows = out.setdefault(name, [])
+        if all(r["version"] != version for r in rows):
+            rows.append(_row(live, counts, name, version, False))
+    return out
+
+
+def _row(
+    live: LiveWorkflows,
+    counts: Mapping[tuple[str, str], tuple[int, int]] | None,
+    name: str,
+    version: str,
+    newest: bool,
+) -> dict[str, Any]:
+    n, blocked = (None, None) if counts is None else counts.get((name, version), (0, 0))
+    return {
+        "version": version,
+        "newest": newest,  # what a new start runs
+        "workers": list(live.runners.get((name, version), ())),
+        "live_executions": n,
+        "blocked_executions": blocked,
+        "graph": live.graphs.get((name, version)),
+    }

@@ -4,7 +4,12 @@
     POST /executions/{id}/signals/{name}   body: the payload (any JSON; empty = null) → 202
                                                                                     scope signal
     POST /executions/{id}/cancel    {"reason"?}  → 202                               scope cancel
+    POST /completions               {"token", "result" | "error"}: complete a step that
+                                    returned ctx.pending() (cerebelum.api.completions)  signal
+    /schedules                      create, list, pause, resume, trigger, delete
+                                    schedules (cerebelum.api.schedules)
     GET  /executions/{id}           the executions row, partition, owner, step table  scope read
+                                    (410 start_refused if its start was dead-lettered)
     GET  /executions/{id}/events    its events in version order (?after_version=&limit=)  read
     GET  /executions                filtered, newest first, keyset pages (?cursor=)  scope read
     GET  /executions/{id}/state     the state at ?version=N, or ?diff=A..B           scope read
@@ -13,7 +18,7 @@
     GET  /                          the dashboard (its page and /ui/ assets need no token;   public
                                     everything it shows comes from the routes here)
     GET  /cluster                   workers, the partitions each owns, lag, live     scope admin
-    GET  /healthz                   {"status", "kafka", "database"}: a broker answers   public
+    GET  /healthz                   {"status", "kafka", "database", "namespace"}        public
     GET  /readyz                    {"ready", "kafka", "database"}: can take commands   public
     GET  /metrics                   Prometheus metrics (requests by route and status)   scope read
 
@@ -27,7 +32,9 @@ refuses to be made without a tokens file or a JWKS (cerebelum.api.tokens).
 Every error is one JSON object, {"error": "<one line>", ...fields}: 400 for a body that is not
 JSON or a Host not allowed; 401 for a missing or unknown token; 403 for a token without the
 route's scope; 404 for an execution that does not exist (a signal or cancel gets it only once
-the mirror has caught up on the execution's partition); 409 for a start naming a workflow no
+the mirror has caught up on the execution's partition); 410 `start_refused` for a read of an
+execution whose start the workers refused (dead-lettered; cerebelum.api.fate), and for a
+`POST /executions?wait=` whose start they refused meanwhile; 409 for a start naming a workflow no
 live worker runs, or a signal or cancel for an execution that has ended; 413 for a body or
 command over the size limit; 415 for a POST that is not application/json; 422 for a body or
 parameter of the wrong shape, JSON nested too deep or an integer beyond 64 bits, or an id or
@@ -59,6 +66,7 @@ from cerebelum.admin.cluster import ClusterInspector, cluster_view
 from cerebelum.admin.preflight import PartitionProbe, Refusal, check_start, check_target
 from cerebelum.admin.workflows import WorkflowDirectory
 from cerebelum.api import dashboard, queries
+from cerebelum.api.completions import add_completion_routes
 from cerebelum.api.dead_letters import add_dead_letter_routes
 from cerebelum.api.errors import (
     ExecutionId,
@@ -69,9 +77,12 @@ from cerebelum.api.errors import (
     error_response,
     install_error_handlers,
 )
+from cerebelum.api.fate import missing_execution, start_refused
 from cerebelum.api.guard import SCOPE_KEY, Gate, Guard, document_entrance
+from cerebelum.api.links import document_links
 from cerebelum.api.reads import add_read_routes
-from cerebelum.api.steps import step_table
+from cerebelum.api.schedules import add_schedule_routes
+from cerebelum.api.steps import queued_on, step_table
 from cerebelum.api.telemetry import add_metrics
 from cerebelum.api.tokens import (
     ADMIN,
@@ -92,7 +103,10 @@ from cerebelum.api.visibility import (
 )
 from cerebelum.client import Client, partition_for
 from cerebelum.config import ApiSettings, Settings
+from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_COMMAND_BYTES, parse_traceparent, start_command
+from cerebelum.core.ids import reserved_id_problem
+from cerebelum.core.state import QUEUED
 from cerebelum.db import connect_pool
 from cerebelum.errors import KafkaUnavailable
 from cerebelum.security.redact import redact
@@ -155,14 +169,16 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Eight connections: queries are short, and more would only queue inside PostgreSQL.
-        pool = await connect_pool(settings.database_url, min_size=1, max_size=8)
+        pool = await connect_pool(settings.namespace_database_url, min_size=1, max_size=8)
         client = Client(settings, timeout=START_TIMEOUT_S)
         inspector = ClusterInspector(settings)  # connects on first use
         directory = WorkflowDirectory(settings, inspector)
         probe = PartitionProbe(settings, inspector)
         app.state.pool, app.state.client, app.state.cluster = pool, client, inspector
         app.state.directory, app.state.probe = directory, probe
-        app.state.watch = watch = MirrorWatch(settings.database_url, pool)
+        app.state.watch = watch = MirrorWatch(
+            settings.namespace_database_url, pool, settings.names.mirrored_channel
+        )
         loop = asyncio.get_running_loop()
         app.state.first_connect = asyncio.Event()
         background = [
@@ -185,12 +201,17 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     app = FastAPI(
         title="Cerebelum", lifespan=lifespan, default_response_class=OrjsonResponse,
         docs_url=None, redoc_url=None,  # served from vendored files: cerebelum.api.dashboard
+        description=f"Namespace **{settings.namespace}**: this API starts, reads and signals the "
+        "executions of this namespace only (its topics and its PostgreSQL schema).",
     )  # fmt: skip
+    app.state.namespace = settings.namespace
     install_error_handlers(app)
     app.state.metrics = add_metrics(app)
     add_read_routes(app)  # first: /executions/counts before /executions/{execution_id}
     _add_routes(app)
     add_dead_letter_routes(app)
+    add_completion_routes(app, _command, _ACCEPTED)
+    add_schedule_routes(app, _command, _ACCEPTED)
     dashboard.add_dashboard(app)
     _add_entrance(app, api, authenticator)
     return app
@@ -219,7 +240,7 @@ def _add_entrance(app: FastAPI, api: ApiSettings, authenticator: Authenticator |
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_entrance(plain_openapi())
+            app.openapi_schema = document_links(document_entrance(plain_openapi()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -265,10 +286,13 @@ def _add_routes(app: FastAPI) -> None:
         responses={
             202: _ACCEPTED,
             **documented(
-                400, 409, 413, 422, 503,
+                400, 409, 410, 413, 422, 503,
                 s409="No live worker runs the workflow (the body lists the workflows that "
                 "live workers run). With no live worker at all a start is accepted: it waits "
                 "for the first worker.",
+                s410="With `wait`: Kafka took the start, but the workers refused it "
+                '(dead-lettered) before the wait ended: `code` "start_refused", the `reason`, '
+                "the `dead_letter_id` (GET /dlq/{id}; POST /dlq/{id}/replay sends it again).",
                 s503=_COMMAND_503 + " The body names the execution_id to retry with.",
             ),
         },
@@ -283,6 +307,8 @@ def _add_routes(app: FastAPI) -> None:
         inputs = {} if body.inputs is None else body.inputs
         # Chosen here, not in the client, so a 503 can name it and a retry stays idempotent.
         execution_id = body.execution_id or uuid.uuid4().hex
+        if (reserved := reserved_id_problem(execution_id, body.workflow)) is not None:
+            return error_response(422, reserved)
         # The caller's W3C trace context, if valid (an invalid one is dropped, as W3C asks):
         # the execution's spans join the caller's trace.
         traceparent = parse_traceparent(request.headers.get("traceparent"))
@@ -316,12 +342,19 @@ def _add_routes(app: FastAPI) -> None:
             pool = request.app.state.pool
             answer["until"] = {"condition": until, "met": met}
             answer["execution"] = await queries.get_execution(pool, execution_id)
+            if answer["execution"] is None:  # not there yet, or never: its start was refused
+                refused = await request.app.state.watch.refused_start(execution_id)
+                if refused is not None:
+                    return start_refused(execution_id, refused)
         return OrjsonResponse(answer, status_code=202)
 
     @app.post(
         "/executions/{execution_id}/signals/{name}",
         status_code=202,
-        openapi_extra={SCOPE_KEY: SIGNAL},
+        # The body is read raw (any JSON, or nothing), so FastAPI cannot document it itself.
+        openapi_extra={SCOPE_KEY: SIGNAL, "requestBody": {"required": False, "content": {
+            "application/json": {"schema": {"description": "The signal's payload: any JSON "
+                                                           "(an empty body is null)."}}}}},
         responses={
             202: _ACCEPTED,
             **documented(
@@ -377,8 +410,13 @@ def _add_routes(app: FastAPI) -> None:
     @app.get(
         "/executions/{execution_id}",
         openapi_extra={SCOPE_KEY: READ},
-        responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
-    )
+        responses=documented(
+            404, 410, 422, 503,
+            s404="No such execution (a start this API acknowledged a moment ago is waited for, "
+            "up to 5 s, before this answer).",
+            s503="PostgreSQL cannot be reached; retry.",
+        ),
+    )  # fmt: skip
     async def get_execution(
         execution_id: ExecutionId,
         request: Request,
@@ -387,7 +425,9 @@ def _add_routes(app: FastAPI) -> None:
     ) -> OrjsonResponse:
         """The execution as mirrored, with its step table. With `until`, answers once the
         mirror has it so (or after `timeout` s, `"until": {"met": false}`). A start this API
-        acknowledged and the mirror has not written yet is waited for (up to 5 s), not 404."""
+        acknowledged and the mirror has not written yet is waited for (up to 5 s), not 404; a
+        start the workers refused answers 410 `start_refused` (at once once the dead letter is
+        mirrored), naming the dead letter."""
         watch: MirrorWatch = request.app.state.watch
         met = None
         if until is not None:
@@ -396,7 +436,7 @@ def _add_routes(app: FastAPI) -> None:
             await _wait(request, execution_id, VISIBLE, VISIBILITY_WAIT_S)
         row = await queries.get_execution(request.app.state.pool, execution_id)
         if row is None:
-            return error_response(404, "execution not found", execution_id=execution_id)
+            return await missing_execution(request, execution_id)
         if until is not None:
             row["until"] = {"condition": until, "met": met}
         row["partition"] = partition_for(execution_id)
@@ -405,12 +445,16 @@ def _add_routes(app: FastAPI) -> None:
                                            MAX_EVENTS_LIMIT) or []  # fmt: skip
         row["steps"] = step_table(e["data"] for e in events)
         row["steps_complete"] = len(events) < MAX_EVENTS_LIMIT  # else: from the first events
+        # A child execution names its parent node; a parent's child nodes list their children.
+        first = events[0]["data"] if events else {}
+        row["parent"] = first.get("parent") if first.get("type") == ev.EXECUTION_STARTED else None
+        row["queued"] = queued_on(e["data"] for e in events) if row["status"] == QUEUED else None
         return OrjsonResponse(row)
 
     @app.get(
         "/executions/{execution_id}/events",
         openapi_extra={SCOPE_KEY: READ},
-        responses=documented(404, 422, 503, s503="PostgreSQL cannot be reached; retry."),
+        responses=documented(404, 410, 422, 503, s503="PostgreSQL cannot be reached; retry."),
     )
     async def get_events(
         execution_id: ExecutionId,
@@ -422,16 +466,20 @@ def _add_routes(app: FastAPI) -> None:
             request.app.state.pool, execution_id, after_version, limit
         )
         if events is None:
-            return error_response(404, "execution not found", execution_id=execution_id)
+            return await missing_execution(request, execution_id)
         return OrjsonResponse({"execution_id": execution_id, "events": events})
 
     @app.get(
         "/healthz",
         responses={
-            200: {"description": '{"status": "ok", "kafka": true, "database": true}'},
+            200: {
+                "description": '{"status": "ok", "kafka": true, "database": true, '
+                '"namespace": "default"}'
+            },
             503: {
                 "description": 'Kafka or PostgreSQL is away: {"status": "degraded", "kafka": '
-                'false, "database": true} (the API keeps serving and reconnecting).'
+                'false, "database": true, "namespace": "default"} (the API keeps serving and '
+                "reconnecting)."
             },
         },
     )
@@ -442,7 +490,12 @@ def _add_routes(app: FastAPI) -> None:
         )
         ok = database and kafka
         return OrjsonResponse(
-            {"status": "ok" if ok else "degraded", "kafka": kafka, "database": database},
+            {
+                "status": "ok" if ok else "degraded",
+                "kafka": kafka,
+                "database": database,
+                "namespace": request.app.state.namespace,
+            },
             status_code=200 if ok else 503,
         )
 

@@ -15,11 +15,11 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
-from cerebelum.core.ids import id_problem
+from cerebelum.core.ids import MAX_ID_LENGTH, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,17 @@ def _id_rule(what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+# The id rule as the OpenAPI document states it (cerebelum.core.ids; the check is _id_rule's), so
+# clients and generated requests (schemathesis) know what an id looks like.
+_ID_SCHEMA = WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
+    "pattern": f"^[A-Za-z0-9][A-Za-z0-9_.:@~=-]{{0,{MAX_ID_LENGTH - 1}}}$",
+})  # fmt: skip
+
 # Types of path parameters and body fields: strings in the id alphabet.
-ExecutionId = Annotated[str, _id_rule("execution_id")]
-WorkflowName = Annotated[str, _id_rule("workflow")]
-SignalName = Annotated[str, _id_rule("signal")]
+ExecutionId = Annotated[str, _id_rule("execution_id"), _ID_SCHEMA]
+WorkflowName = Annotated[str, _id_rule("workflow"), _ID_SCHEMA]
+SignalName = Annotated[str, _id_rule("signal"), _ID_SCHEMA]
 
 
 class ErrorBody(BaseModel):
@@ -66,6 +73,9 @@ STATUS_MEANINGS = {
     400: "The body is not valid JSON.",
     404: "No such execution.",
     409: "Refused: it cannot succeed (see the error).",
+    410: "The execution's start was refused by the workers (dead-lettered), so it will never "
+    'exist: `code` is "start_refused", with the `reason` and the `dead_letter_id` to read '
+    "(GET /dlq/{id}) or replay (POST /dlq/{id}/replay).",
     413: "The command is over the size limit.",
     422: "A parameter or body field of the wrong shape, or an id or name outside the id "
     "alphabet (the error is the reason).",

@@ -6,6 +6,10 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import orjson
+
+from cerebelum.core import events as ev
+from cerebelum.core.state import BLOCKED
 
 EXECUTION_COLUMNS = (
     "execution_id, workflow, workflow_version, status, current_step, inputs, output, error, "
@@ -14,11 +18,27 @@ EXECUTION_COLUMNS = (
 
 
 async def get_execution(pool: asyncpg.Pool, execution_id: str) -> dict[str, Any] | None:
-    """The executions row, or None."""
+    """The executions row, or None; with `blocked` (null unless its status is blocked):
+    the version it waits for, the versions its worker has and why (its last ExecutionBlocked,
+    decisions.md §6)."""
     row = await pool.fetchrow(
         f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = $1", execution_id
     )
-    return None if row is None else dict(row)
+    if row is None:
+        return None
+    out = dict(row)
+    out["blocked"] = None
+    if out["status"] == BLOCKED:
+        data = await pool.fetchval(
+            "SELECT data FROM events WHERE execution_id = $1 AND type = $2 "
+            "ORDER BY version DESC LIMIT 1",
+            execution_id,
+            ev.EXECUTION_BLOCKED,
+        )
+        if data is not None:
+            event = orjson.loads(data) if isinstance(data, (str, bytes)) else data
+            out["blocked"] = {k: event.get(k) for k in ("waiting_for", "versions_here", "reason")}
+    return out
 
 
 async def list_events(
@@ -64,13 +84,22 @@ async def list_page(pool: asyncpg.Pool, sql: str, args: list[Any]) -> list[dict[
 
 
 async def live_executions_by_version(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
-    """(workflow, version) -> executions not ended; the predicate is the partial index's
-    (migration 003), so only live rows are read."""
+    """(workflow, version) -> executions not ended, blocked ones included; the predicate is
+    the partial index's (migration 003), so only live rows are read."""
+    return {key: live for key, (live, _) in (await live_and_blocked_by_version(pool)).items()}
+
+
+async def live_and_blocked_by_version(
+    pool: asyncpg.Pool,
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(workflow, version) -> (executions not ended, of which blocked): an old version can be
+    retired once it has none (decisions.md §6)."""
     rows = await pool.fetch(
-        "SELECT workflow, workflow_version, count(*) AS n FROM executions "
+        "SELECT workflow, workflow_version, count(*) AS n, "
+        f"count(*) FILTER (WHERE status = '{BLOCKED}') AS blocked FROM executions "
         "WHERE status NOT IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2"
     )
-    return {(r["workflow"], r["workflow_version"]): r["n"] for r in rows}
+    return {(r["workflow"], r["workflow_version"]): (r["n"], r["blocked"]) for r in rows}
 
 
 async def counts(pool: asyncpg.Pool, since_s: float) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 
-from cerebelum.admin.workflows import LiveWorkflows, WorkflowDirectory
+from cerebelum.admin.workflows import WorkflowDirectory, version_rows
 from cerebelum.api import listing, queries
 from cerebelum.api.errors import ExecutionId, OrjsonResponse, documented, error_response
+from cerebelum.api.fate import missing_execution
 from cerebelum.api.guard import SCOPE_KEY
 from cerebelum.api.timetravel import diff, states_at
 from cerebelum.api.tokens import READ
+from cerebelum.core.state import STATUSES
 
 # A list filter is compared, never stored; the bound keeps garbage out of the query.
 MAX_FILTER_LENGTH = 200
@@ -29,6 +31,8 @@ MAX_STATUSES = 16
 MAX_FOLD_EVENTS = 100_000
 _DIFF = re.compile(r"^(\d{1,9})\.\.(\d{1,9})$")
 _PG_503 = "PostgreSQL cannot be reached; retry."
+# The statuses an execution has (blocked: waiting for a worker with its version, §6).
+_STATUSES = ", ".join([*STATUSES, "retrying"])
 
 
 def add_read_routes(app: FastAPI) -> None:
@@ -39,18 +43,19 @@ def add_read_routes(app: FastAPI) -> None:
     )
     async def workflows(request: Request) -> OrjsonResponse:
         """The workflows the live workers run: each version newest first, the workers that run
-        it, its live executions, and its graph (steps, parallel groups, waits, rules)."""
+        it, its live executions (blocked ones included) and blocked ones, and its graph
+        (steps, parallel groups, waits, rules); then the versions no live worker runs that
+        still have live executions (blocked until a worker with that version comes)."""
         directory: WorkflowDirectory = request.app.state.directory
         live = await directory.live_workflows()
-        counts = await queries.live_executions_by_version(request.app.state.pool)
+        counts = await queries.live_and_blocked_by_version(request.app.state.pool)
         body = {
             "complete": live.complete,
             "live_workers": list(live.live_workers),
             "unpublished_workers": list(live.unpublished),
             "workflows": [
-                {"name": name, "versions": [_version(live, counts, name, v, i == 0)
-                                            for i, v in enumerate(versions)]}
-                for name, versions in live.workflows.items()
+                {"name": name, "versions": versions}
+                for name, versions in version_rows(live, counts).items()
             ],
         }  # fmt: skip
         return OrjsonResponse(body)
@@ -64,7 +69,8 @@ def add_read_routes(app: FastAPI) -> None:
         request: Request,
         workflow: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         status: Annotated[
-            list[str] | None, Query(max_length=MAX_STATUSES, description="any of these")
+            list[str] | None,
+            Query(max_length=MAX_STATUSES, description="any of these: " + _STATUSES),
         ] = None,
         id_prefix: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         started_after: datetime | None = None,
@@ -110,14 +116,14 @@ def add_read_routes(app: FastAPI) -> None:
         ended_within: Annotated[float, Query(gt=0, le=7 * 86_400)] = 3_600,
     ) -> OrjsonResponse:
         """Executions by workflow and status: every live one (running, waiting, sleeping,
-        ...), and those that ended (completed, failed, cancelled) in the last `ended_within`
-        seconds (default an hour)."""
+        blocked, ...), and those that ended (completed, failed, cancelled) in the last
+        `ended_within` seconds (default an hour)."""
         return OrjsonResponse(await queries.counts(request.app.state.pool, ended_within))
 
     @app.get(
         "/executions/{execution_id}/state",
         openapi_extra={SCOPE_KEY: READ},
-        responses=documented(404, 422, 503, s503=_PG_503),
+        responses=documented(404, 410, 422, 503, s503=_PG_503),
     )
     async def execution_state(
         execution_id: ExecutionId,
@@ -143,7 +149,7 @@ def add_read_routes(app: FastAPI) -> None:
             return error_response(422, f"time travel folds at most {MAX_FOLD_EVENTS} events")
         last, history = await queries.history_upto(request.app.state.pool, execution_id, wanted)
         if last is None:
-            return error_response(404, "execution not found", execution_id=execution_id)
+            return await missing_execution(request, execution_id)
         versions = versions or [version or last]
         if max(versions) > last:
             return error_response(404, f"the execution has no version {max(versions)} yet",
@@ -156,15 +162,3 @@ def add_read_routes(app: FastAPI) -> None:
         else:
             body.update({"version": versions[0], "state": states[versions[0]]})
         return OrjsonResponse(body)
-
-
-def _version(
-    live: LiveWorkflows, counts: dict[tuple[str, str], int], name: str, version: str, newest: bool
-) -> dict[str, Any]:
-    return {
-        "version": version,
-        "newest": newest,  # what a new start runs
-        "workers": list(live.runners.get((name, version), ())),
-        "live_executions": counts.get((name, version), 0),
-        "graph": live.graphs.get((name, version)),
-    }

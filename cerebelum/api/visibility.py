@@ -1,17 +1,23 @@
 """Read your writes: wait until the mirror has an execution in the state asked for.
 
-The mirror NOTIFYs `cerebelum_mirrored` when each batch commits (cerebelum.mirror.store). The API
-LISTENs on one connection of its own; on each notification, and only while someone waits, it
-reads the rows of the executions waited on (one query for all of them) and wakes the waiters
-whose condition holds. Nothing is polled while that connection is up; while it is down (the
-database away, a restart) the waiters look every FALLBACK_POLL_S instead, and the connection
-is made again.
+The mirror NOTIFYs its namespace's channel (`cerebelum_mirrored` in the default namespace) when
+each batch commits (cerebelum.mirror.store). The API LISTENs on one connection of its own; on
+each notification, and only while someone waits, it reads the rows of the executions waited on
+(one query for all of them) and wakes the waiters whose condition holds. Nothing is polled
+while that connection is up; while it is down (the database away, a restart) the waiters look
+every FALLBACK_POLL_S instead, and the connection is made again.
 
 Conditions (`until`): "visible" (the row exists), "terminal" (completed, failed or cancelled),
 or one status by name ("waiting", "completed", ...).
 
 Starts this API accepted are remembered for a while (RECENT_S): a GET of one that the mirror has
 not written yet waits for it (up to a bound) instead of answering 404 right after a 202.
+
+A wait also ends on the command's fate: a start the workers refused (dead-lettered, and mirrored
+into `dead_letters`, which NOTIFYs the same channel) never makes a row, so an execution with no
+row and a refused start (cerebelum.admin.dead_letters.refused_starts) is done waiting; the route
+answers 410 `start_refused`. For a start this API accepted, refusals recorded before it (of an
+earlier start with the same id) are not its fate.
 """
 
 from __future__ import annotations
@@ -22,16 +28,15 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, RUNNING, SLEEPING, TERMINAL, WAITING
-from cerebelum.mirror.store import MIRRORED_CHANNEL
+from cerebelum.admin.dead_letters import refused_starts
+from cerebelum.core.state import STATUSES, TERMINAL
 
 log = logging.getLogger(__name__)
-
-STATUSES = (RUNNING, SLEEPING, WAITING, COMPLETED, FAILED, CANCELLED)
 
 VISIBLE, TERMINAL_UNTIL = "visible", "terminal"
 UNTIL = (VISIBLE, TERMINAL_UNTIL, *sorted(STATUSES))
@@ -44,6 +49,10 @@ RECONNECT_S = 2.0
 RECENT_MAX = 100_000
 RECENT_S = 600.0
 MAX_WAITED = 10_000  # executions waited on at once; beyond, a wait is refused
+# A dead letter's time is the worker's clock, a start's acknowledgement the API's: a refusal up
+# to this much before the acknowledgement still counts as this start's (clocks on one network
+# agree within it), while an earlier start's refusal is almost always older.
+CLOCK_SLACK = timedelta(seconds=1)
 
 
 def condition(until: str) -> Callable[[dict[str, Any] | None], bool]:
@@ -60,11 +69,13 @@ class TooManyWaiters(RuntimeError):
 
 
 class MirrorWatch:
-    def __init__(self, database_url: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, database_url: str, pool: asyncpg.Pool, channel: str) -> None:
         self.database_url = database_url
+        self.channel = channel  # the namespace's (Names.mirrored_channel)
         self.pool = pool
         self._waiters: dict[str, list[tuple[Callable[[Any], bool], asyncio.Future[None]]]] = {}
-        self._recent: OrderedDict[str, float] = OrderedDict()
+        # execution id -> (monotonic, wall-clock) time its start was acknowledged
+        self._recent: OrderedDict[str, tuple[float, datetime]] = OrderedDict()
         self._wake = asyncio.Event()
 
     # -- what the routes call ------------------------------------------------------------------
@@ -72,16 +83,22 @@ class MirrorWatch:
     def started(self, execution_id: str) -> None:
         """Remember a start this API had acknowledged."""
         self._recent.pop(execution_id, None)
-        self._recent[execution_id] = time.monotonic()
+        self._recent[execution_id] = (time.monotonic(), datetime.now(UTC))
         while len(self._recent) > RECENT_MAX:
             self._recent.popitem(last=False)
 
     def recently_started(self, execution_id: str) -> bool:
         at = self._recent.get(execution_id)
-        return at is not None and time.monotonic() - at < RECENT_S
+        return at is not None and time.monotonic() - at[0] < RECENT_S
+
+    async def refused_start(self, execution_id: str) -> dict[str, Any] | None:
+        """The dead letter of this execution's refused start (see the module's docstring), if
+        its start was refused and it has no row: {"dead_letter_id", "reason", "at"}."""
+        return (await self._refusals([execution_id])).get(execution_id)
 
     async def wait(self, execution_id: str, until: str, timeout: float) -> bool:
-        """True once the execution's row meets `until`, False after `timeout` seconds."""
+        """True once the execution's row meets `until`, or it has no row and its start was
+        refused (the caller reads which); False after `timeout` seconds."""
         if sum(map(len, self._waiters.values())) >= MAX_WAITED:
             raise TooManyWaiters(f"over {MAX_WAITED} reads are waiting already")
         check = condition(until)
@@ -89,7 +106,8 @@ class MirrorWatch:
         entry = (check, future)
         self._waiters.setdefault(execution_id, []).append(entry)
         try:
-            if check(await self._row(execution_id)):  # after registering: no notify is missed
+            row = await self._row(execution_id)  # after registering: no notify is missed
+            if check(row) or (row is None and await self.refused_start(execution_id)):
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(future, timeout)
@@ -117,7 +135,7 @@ class MirrorWatch:
                     await self._poll_for(RECONNECT_S)
                     continue
                 try:
-                    await conn.add_listener(MIRRORED_CHANNEL, self._notified)
+                    await conn.add_listener(self.channel, self._notified)
                     self._wake.set()  # what changed while not listening
                     while not conn.is_closed():
                         await asyncio.sleep(RECONNECT_S)
@@ -153,14 +171,25 @@ class MirrorWatch:
                     "WHERE execution_id = ANY($1::text[])",
                     waited,
                 )
+                found = {r["execution_id"]: dict(r) for r in rows}
+                missing = [execution_id for execution_id in waited if execution_id not in found]
+                refused = await self._refusals(missing) if missing else {}
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.debug("api: reading waited executions failed: %r", exc)
                 continue  # the fallback poll or the next notification tries again
-            found = {r["execution_id"]: dict(r) for r in rows}
             for execution_id in waited:
                 for check, future in self._waiters.get(execution_id, []):
-                    if not future.done() and check(found.get(execution_id)):
+                    done = check(found.get(execution_id)) or execution_id in refused
+                    if not future.done() and done:
                         future.set_result(None)
+
+    async def _refusals(self, execution_ids: list[str]) -> dict[str, dict[str, Any]]:
+        since = {}
+        for execution_id in execution_ids:
+            at = self._recent.get(execution_id)
+            if at is not None:
+                since[execution_id] = at[1] - CLOCK_SLACK
+        return await refused_starts(self.pool, execution_ids, since)
 
     async def _row(self, execution_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(

@@ -12,14 +12,16 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from cerebelum._aiokafka import settle
+from cerebelum.admin.dead_letters import refused_starts
 from cerebelum.admin.preflight import CHECK_TIMEOUT_S, PartitionProbe, Refusal, check_target
+from cerebelum.client import Client
 from cerebelum.config import Settings
 from cerebelum.core.ids import id_problem
 from cerebelum.db import connect_pool
@@ -62,6 +64,17 @@ def run_command(main: Coroutine[Any, Any, int]) -> int:
 def fail(message: str, code: int = EXIT_FAILED) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line, whatever it holds
     return code
+
+
+async def not_found(pool: asyncpg.Pool, execution_id: str) -> int:
+    """One line for an execution PostgreSQL has no row for: its start's fate if the workers
+    refused it (dead-lettered), else that it is not there (yet)."""
+    refusal = (await refused_starts(pool, [execution_id])).get(execution_id)
+    if refusal is None:
+        return fail(f"no execution {execution_id!r} (yet: the mirror may lag)")
+    return fail(f"execution {execution_id!r}: its start was refused: {refusal['reason']} "
+                f"(dead letter {refusal['dead_letter_id']}: cerebelum dlq show|replay "
+                f"{refusal['dead_letter_id']})")  # fmt: skip
 
 
 def kafka_away(exc: KafkaUnavailable, deadline: Deadline) -> int:
@@ -118,8 +131,35 @@ async def check_signal_or_cancel(
 
 @asynccontextmanager
 async def _pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await connect_pool(settings.namespace_database_url, min_size=1, max_size=1)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+def add_timeout(parser: argparse.ArgumentParser) -> None:
+    """The --timeout every command that produces to Kafka takes."""
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+        help=f"give up after this many seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )  # fmt: skip
+
+
+async def send_to(
+    args: argparse.Namespace, send: Callable[[Client], Awaitable[None]], check: bool = True
+) -> int:
+    """Produce a command with a Client within --timeout; first (`check`) refuse one that
+    PostgreSQL shows cannot succeed for args.execution_id (ended, or never existed)."""
+    settings = Settings.from_env()
+    deadline = Deadline(args.timeout)
+    if check:
+        refusal = await check_signal_or_cancel(settings, args.execution_id, deadline)
+        if refusal is not None:
+            return refused(refusal)
+    try:
+        async with Client(settings, timeout=deadline.left()) as client:
+            await send(client)
+    except KafkaUnavailable as exc:
+        return kafka_away(exc, deadline)
+    return 0

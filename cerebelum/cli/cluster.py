@@ -58,7 +58,8 @@ async def _view(settings: Settings, use_db: bool) -> dict[str, Any]:
     if use_db:
         try:
             pool = await asyncio.wait_for(
-                connect_pool(settings.database_url, min_size=1, max_size=1), DB_CONNECT_TIMEOUT_S
+                connect_pool(settings.namespace_database_url, min_size=1, max_size=1),
+                DB_CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             print(f"note: no live counts, PostgreSQL unreachable: {exc!r}", file=sys.stderr)
@@ -73,6 +74,7 @@ def format_view(view: dict[str, Any]) -> str:
     """The view as a readable summary, a worker table and a partition table."""
     live = view["live_executions"]
     lines = [
+        f"namespace {view.get('namespace', 'default')}, "
         f"group {view['group']}: {view['state']}, {len(view['workers'])} worker(s), "
         f"lag {view['lag']}, live executions {'?' if live is None else live}",
         "",

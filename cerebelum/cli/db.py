@@ -17,7 +17,10 @@ from cerebelum.security.redact import redact
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("db", help="the PostgreSQL schema")
     commands = parser.add_subparsers(dest="db_command", required=True)
-    migrate_parser = commands.add_parser("migrate", help="apply pending sql/ migrations")
+    migrate_parser = commands.add_parser(
+        "migrate",
+        help="apply pending sql/ migrations to the namespace's schema (created if missing)",
+    )
     migrate_parser.set_defaults(func=run_migrate)
     status_parser = commands.add_parser("status", help="list applied migrations")
     status_parser.set_defaults(func=run_status)
@@ -36,7 +39,9 @@ def register(subparsers: Any) -> None:
 def run_migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
-        applied = asyncio.run(migrate(settings.database_url))
+        applied = asyncio.run(
+            migrate(settings.namespace_database_url, schema=settings.names.schema)
+        )
     except MigrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -52,7 +57,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
-        applied = asyncio.run(applied_migrations(settings.database_url))
+        applied = asyncio.run(applied_migrations(settings.namespace_database_url))
     except OSError as exc:
         return _unreachable(settings, exc)
     for version, name in applied:
@@ -63,7 +68,7 @@ def run_status(args: argparse.Namespace) -> int:
 def run_grant(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
-        statements = asyncio.run(grant(settings.database_url, args.role, args.purpose))
+        statements = asyncio.run(grant(settings.namespace_database_url, args.role, args.purpose))
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -112,7 +112,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _with_pool(args: argparse.Namespace, go: Any, settings: Settings | None = None) -> int:
     quiet(args)
-    url = (settings or Settings.from_env()).database_url
+    url = (settings or Settings.from_env()).namespace_database_url
 
     async def run() -> int:
         pool = await connect_pool(url, max_size=1)

@@ -26,8 +26,9 @@ import orjson
 from cerebelum.api import listing, queries
 from cerebelum.api.steps import step_table
 from cerebelum.api.timetravel import diff, states_at
-from cerebelum.cli._commands import EXIT_USAGE, bad_ids, fail, quiet
+from cerebelum.cli._commands import EXIT_USAGE, bad_ids, fail, not_found, quiet
 from cerebelum.config import Settings
+from cerebelum.core.state import STATUSES
 from cerebelum.db import connect_pool
 
 MAX_EVENTS = 10_000
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "updated), filtered; prints the cursor of the next page on stderr.",
     )
     p.add_argument("--workflow")
-    p.add_argument("--status", action="append", default=[], help="repeatable: any of them")
+    p.add_argument("--status", action="append", default=[],
+                   help=f"repeatable: any of them ({', '.join(STATUSES)}, retrying)")  # fmt: skip
     p.add_argument("--id-prefix")
     p.add_argument("--input", action="append", default=[], metavar="PATH=VALUE",
                    help="inputs hold VALUE (JSON, else text) at PATH; repeatable")  # fmt: skip
@@ -98,7 +100,7 @@ def _run(args: argparse.Namespace, command: Command) -> int:
         return code
 
     async def go() -> int:
-        pool = await connect_pool(Settings.from_env().database_url, max_size=1)
+        pool = await connect_pool(Settings.from_env().namespace_database_url, max_size=1)
         try:
             return await command(pool, args)
         finally:
@@ -141,7 +143,7 @@ async def _list(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
 async def _describe(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
     row = await queries.get_execution(pool, args.execution_id)
     if row is None:
-        return fail(f"no execution {args.execution_id!r} (yet: the mirror may lag)")
+        return await not_found(pool, args.execution_id)
     events = await queries.list_events(pool, args.execution_id, 0, MAX_EVENTS) or []
     steps = step_table(e["data"] for e in events)
     if args.json:
@@ -153,12 +155,25 @@ async def _describe(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
     for name in ("inputs", "output", "error"):
         if row[name] is not None:
             print(f"{name + ':':<18}{_dumps(row[name])}")
-    print(f"\n{'STEP':<20} {'STATUS':<10} {'ATTEMPTS':>8} {'DURATION':>10}  LAST ERROR")
+    blocked = row.get("blocked")
+    if blocked:  # held for want of its version (decisions.md §6)
+        here = ", ".join(blocked["versions_here"] or []) or "none"
+        print(f"{'blocked:':<18}waits for version {blocked['waiting_for']} (its worker has "
+              f"{here}): {blocked['reason']}")  # fmt: skip
+    queued = row.get("queued")
+    if queued:  # waiting for a concurrency or rate limit's permit (decisions.md §20)
+        what = f"step {queued['step']}" if queued.get("step") else f"key {queued.get('key')}"
+        print(f"{'queued:':<18}waits for a permit of {queued['limiter']} ({what})")
+    print(f"\n{'STEP':<20} {'STATUS':<10} {'ATTEMPTS':>8} {'DURATION':>10}  {'RAN ON':<32} "
+          "LAST ERROR")  # fmt: skip
     for s in steps:
         error = s["last_error"]
         said = f"{error.get('type')}: {error.get('message')}" if error else ""
         took = "" if s["duration_ms"] is None else f"{s['duration_ms']} ms"
-        print(f"{s['step']:<20} {s['status']:<10} {s['attempts']:>8} {took:>10}  {said}")
+        # Every worker that ran it, as `cerebelum cluster` and the dashboard's grid name them.
+        ran_on = ",".join(dict.fromkeys(r["worker"] for r in s["runs"] if r["worker"]))
+        print(f"{s['step']:<20} {s['status']:<10} {s['attempts']:>8} {took:>10}  {ran_on:<32} "
+              f"{said}")  # fmt: skip
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ COMMANDS = (
     "status",
     "executions",
     "dlq",
+    "schedule",
     "workflows",
     "cluster",
     "verify",
@@ -35,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cerebelum: durable Python workflows on Kafka partitions.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--namespace",
+        metavar="NAME",
+        help="the namespace to act in: its topics, groups and schema (default: "
+        "$CEREBELUM_NAMESPACE, else 'default')",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -50,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.namespace is not None:
+        # The CLI is the edge: every sub-command builds its Settings from the environment,
+        # and so do the processes it starts (`cerebelum dev`), so the option goes there.
+        os.environ["CEREBELUM_NAMESPACE"] = args.namespace
     try:
         log_format = Settings.from_env().log_format
     except ValueError as exc:

@@ -11,7 +11,6 @@ from typing import Any
 
 from cerebelum.backoff import until_ready
 from cerebelum.config import Settings
-from cerebelum.constants import MIRROR_GROUP
 from cerebelum.db import migrate
 from cerebelum.mirror import Mirror
 from cerebelum.mirror.dead_letters import DeadLetterMirror
@@ -30,7 +29,10 @@ def register(subparsers: Any) -> None:
         "--writers", type=int, default=2,
         help="database connections writing at once, each a share of the partitions (default 2)",
     )  # fmt: skip
-    parser.add_argument("--group", default=MIRROR_GROUP, help="consumer group id")
+    parser.add_argument(
+        "--group",
+        help="consumer group id (default: the namespace's, cerebelum-mirror in the default)",
+    )
     parser.add_argument(
         "--no-migrate", action="store_true", help="do not apply pending sql/ migrations first"
     )
@@ -68,7 +70,7 @@ async def _serve(settings: Settings, mirror: Mirror, run_migrations: bool) -> No
     if run_migrations:
         applied = await until_ready(
             "mirror: PostgreSQL (to apply migrations)",
-            lambda: migrate(settings.database_url),
+            lambda: migrate(settings.namespace_database_url, schema=settings.names.schema),
             retry_on=is_retried, stopping=mirror.stopping, logger=log,
         )  # fmt: skip
         if applied is None:

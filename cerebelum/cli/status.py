@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 import asyncpg
 import orjson
 
 from cerebelum.api import queries
-from cerebelum.cli._commands import bad_ids, fail, quiet
+from cerebelum.cli._commands import bad_ids, fail, not_found, quiet
 from cerebelum.config import Settings
 from cerebelum.db import connect_pool
 
@@ -40,12 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _show(settings: Settings, execution_id: str, with_events: bool) -> int:
-    pool = await connect_pool(settings.database_url, max_size=1)
+    pool = await connect_pool(settings.namespace_database_url, max_size=1)
     try:
         row = await queries.get_execution(pool, execution_id)
         if row is None:
-            print(f"no execution {execution_id!r} (yet: the mirror may lag)", file=sys.stderr)
-            return 1
+            return await not_found(pool, execution_id)
         print(_dumps(row))
         if with_events:
             for e in await queries.list_events(pool, execution_id, 0, 10_000) or []:

@@ -22,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a = tsub.add_parser(
         "apply",
         help="create missing topics and check existing ones",
-        description="Create the topics declared in topics/topics.json; a topic that exists "
-        "with another partition count is an error.",
+        description="Create the topics declared in topics/topics.json, named for the "
+        "namespace (--namespace, CEREBELUM_NAMESPACE); a topic that exists with another "
+        "partition count is an error.",
     )
     a.add_argument("--file", type=Path, default=DEFAULT_DECLARATIONS, help="declarations file")
     a.add_argument(
@@ -49,7 +50,7 @@ def run_apply(args: argparse.Namespace) -> int:
         report = asyncio.run(
             apply_topics(
                 settings,
-                load_declarations(args.file),
+                load_declarations(args.file, settings.names),
                 args.replication_factor,
                 args.min_insync_replicas,
             )

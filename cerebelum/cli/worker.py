@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from cerebelum.config import Settings
 from cerebelum.core.workflow import Registry
+from cerebelum.errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from cerebelum.telemetry.tracing import Tracing
@@ -46,8 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def load_registry(module_name: str) -> Registry:
     if "" not in sys.path:
         sys.path.insert(0, "")  # `--app examples.order` works from the project folder
-    module = importlib.import_module(module_name)
-    registry = Registry.from_namespace(vars(module))
+    try:
+        module = importlib.import_module(module_name)
+        registry = Registry.from_namespace(vars(module))
+    except WorkflowDefinitionError as exc:  # a bad workflow or migration: one clear line
+        raise SystemExit(f"{module_name}: {exc}") from None
     if not registry.names():
         raise SystemExit(f"{module_name} defines no Workflow")
     return registry

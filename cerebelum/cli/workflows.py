@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 
-from cerebelum.admin.workflows import WorkflowDirectory
+from cerebelum.admin.workflows import WorkflowDirectory, version_rows
 from cerebelum.api import queries
 from cerebelum.cli._commands import fail, quiet
 from cerebelum.config import Settings
@@ -68,33 +67,33 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
     if not live.live_workers:
         print("no live workers")
         return 0
-    for name, versions in live.workflows.items():
-        rows: list[dict[str, Any]] = [
-            {"version": v, "newest": i == 0, "workers": list(live.runners.get((name, v), ())),
-             "live_executions": counts.get((name, v))}
-            for i, v in enumerate(versions)
-        ]  # fmt: skip
+    for name, rows in version_rows(live, counts).items():
         if args.json:
+            for row in rows:
+                row.pop("graph", None)
             print(orjson.dumps({"name": name, "versions": rows}).decode())
             continue
         for row in rows:
             live_n = "?" if row["live_executions"] is None else row["live_executions"]
+            blocked = "?" if row["blocked_executions"] is None else row["blocked_executions"]
             mark = "*" if row["newest"] else " "
-            print(f"{name:<24} {mark}{row['version']:<14} live {live_n:<8} "
-                  f"workers {', '.join(row['workers'])}")  # fmt: skip
+            workers = ", ".join(row["workers"]) or "none (its executions are blocked)"
+            print(f"{name:<24} {mark}{row['version']:<14} live {live_n:<6} "
+                  f"blocked {blocked:<6} workers {workers}")  # fmt: skip
     if live.unpublished:
         print(f"(workers without a published registry: {', '.join(live.unpublished)})")
     return 0
 
 
-async def _counts(settings: Settings) -> dict[tuple[str, str], Any]:
-    """Live executions per (workflow, version); empty (shown as ?) if PostgreSQL is away."""
+async def _counts(settings: Settings) -> dict[tuple[str, str], tuple[int, int]] | None:
+    """(live, blocked) executions per (workflow, version); None (shown as ?) if PostgreSQL is
+    away."""
     try:
-        pool = await asyncio.wait_for(connect_pool(settings.database_url, max_size=1), 5)
+        pool = await asyncio.wait_for(connect_pool(settings.namespace_database_url, max_size=1), 5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         log.info("workflows: no live counts (%r)", exc)
-        return {}
+        return None
     try:
-        return dict(await queries.live_executions_by_version(pool))
+        return await queries.live_and_blocked_by_version(pool)
     finally:
         await pool.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -34,16 +34,20 @@ from cerebelum.client.listener import DeadLetter, Listener
 from cerebelum.config import Settings
 from cerebelum.constants import (
     CMD_CANCEL,
+    CMD_CHILD_ENDED,
+    CMD_COMPLETE,
+    CMD_PERMIT,
     CMD_SIGNAL,
     HEADER_DLQ_EXECUTION_ID,
     HEADER_DLQ_REASON,
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     PARTITIONS,
-    TOPIC_COMMANDS,
 )
 from cerebelum.core.commands import (
     cancel_command,
+    complete_command,
+    parse_completion_token,
     parse_traceparent,
     signal_command,
     start_command,
@@ -54,7 +58,7 @@ from cerebelum.core.events import (
     TERMINAL_EVENTS,
     cancelled_error,
 )
-from cerebelum.core.ids import home_partition, id_problem
+from cerebelum.core.ids import home_partition, id_problem, reserved_id_problem
 from cerebelum.errors import CommandRejected, InvalidId, KafkaRefused, KafkaUnavailable
 from cerebelum.security.kafka import aiokafka_kwargs
 from cerebelum.security.probe import refusal
@@ -80,9 +84,19 @@ class ExecutionResult:
 
 class Client:
     def __init__(
-        self, settings: Settings | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        settings: Settings | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        namespace: str | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
+        """`namespace`: the namespace to start and follow executions in; by default the
+        settings' (CEREBELUM_NAMESPACE, else the default namespace)."""
+        settings = settings or Settings.from_env()
+        if namespace is not None:
+            settings = replace(settings, namespace=namespace)
+        self.settings = settings
+        self.names = settings.names
         self.timeout = timeout
         self._producer: AIOKafkaProducer | None = None
         self._listener: Listener | None = None
@@ -172,7 +186,7 @@ class Client:
         fails once the client's timeout passes without an acknowledgement)."""
         value = self._start_value(workflow, inputs, execution_id)
         fut: asyncio.Future[Any] = await self._require_producer().send(
-            TOPIC_COMMANDS, value, execution_id.encode()
+            self.names.commands, value, execution_id.encode()
         )
         return fut
 
@@ -188,12 +202,32 @@ class Client:
         execution waits for it is kept until it does."""
         _check_id(execution_id, "execution_id")
         _check_id(signal, "signal")
-        await self._produce(execution_id, signal_command(execution_id, signal, payload), "signal")
+        value = signal_command(execution_id, signal, payload, self.names.namespace)
+        await self._produce(execution_id, value, "signal")
 
     async def cancel(self, execution_id: str, reason: str = "cancelled") -> None:
         """Cancel an execution: it records why, runs no further step, drops its timers."""
         _check_id(execution_id, "execution_id")
-        await self._produce(execution_id, cancel_command(execution_id, reason), "cancel")
+        await self._produce(
+            execution_id, cancel_command(execution_id, reason, self.names.namespace), "cancel"
+        )
+
+    async def complete(
+        self, token: str, result: Any = None, *, error: dict[str, str] | None = None
+    ) -> str:
+        """Complete a step that returned ctx.pending(), by the token it handed out: with its
+        result, or with `error` ({"type": ..., "message": ...}), which fails the step (its
+        retry policy and diverge rules apply). Recorded once: a second completion, or one for
+        an earlier run, is refused (dead-lettered). Returns the execution id."""
+        try:
+            execution_id, step, number = parse_completion_token(token)
+        except ValueError as exc:
+            raise InvalidId("completion token", token, str(exc)) from None
+        if error is not None and not (isinstance(error, dict) and error.get("type")):
+            raise ValueError('error must be {"type": "...", "message": "..."}')
+        command = complete_command(execution_id, step, number, result, error, self.names.namespace)
+        await self._produce(execution_id, command, "completion")
+        return execution_id
 
     async def send_command(self, execution_id: str, value: bytes) -> None:
         """Produce a command as it is (a dead letter being replayed), keyed by `execution_id`,
@@ -222,13 +256,17 @@ class Client:
     ) -> bytes:
         _check_id(execution_id, "execution_id")
         _check_id(workflow, "workflow")
+        if (reserved := reserved_id_problem(execution_id, workflow)) is not None:
+            raise InvalidId("execution_id", execution_id, reserved)
         if traceparent is not None:
             parsed = parse_traceparent(traceparent)
             if parsed is None:  # a caller's bug, told at once (a worker would drop it)
                 raise ValueError(f"traceparent is not a W3C trace context: {traceparent[:100]!r}")
             traceparent = parsed
         inputs = {} if inputs is None else inputs
-        return start_command(execution_id, workflow, inputs, traceparent)
+        return start_command(
+            execution_id, workflow, inputs, traceparent, namespace=self.names.namespace
+        )
 
     def _require_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -240,7 +278,7 @@ class Client:
         producer = self._require_producer()
         try:
             async with asyncio.timeout(self.timeout):
-                delivery = await producer.send(TOPIC_COMMANDS, value, execution_id.encode())
+                delivery = await producer.send(self.names.commands, value, execution_id.encode())
                 return await delivery
         except (KafkaError, TimeoutError) as exc:
             raise self._unavailable(f"acknowledge the {what} of {execution_id}", exc) from None
@@ -336,8 +374,9 @@ def _outcome(outcome: ExecutionResult | CommandRejected) -> ExecutionResult:
 
 def _refusal(record: DeadLetter) -> tuple[str, tuple[int, int] | None, str] | None:
     """(execution id, source partition and offset, reason) of a DLQ record that refused a start
-    (or a command too broken to tell); None for signals and cancels, which end no execution:
-    a refused signal leaves its execution running, and a cancel is refused only once it ended.
+    (or a command too broken to tell); None for signals, cancels and completions, which end no
+    execution: a refused signal or completion leaves its execution running, and a cancel is
+    refused only once it ended.
     """
     headers = {k: v for k, v in record.headers}
     raw_id = headers.get(HEADER_DLQ_EXECUTION_ID) or record.key
@@ -351,7 +390,13 @@ def _refusal(record: DeadLetter) -> tuple[str, tuple[int, int] | None, str] | No
         body = orjson.loads(record.value) if record.value else None
     except orjson.JSONDecodeError:
         body = None
-    if isinstance(body, dict) and body.get("type") in (CMD_SIGNAL, CMD_CANCEL):
+    if isinstance(body, dict) and body.get("type") in (
+        CMD_SIGNAL,
+        CMD_CANCEL,
+        CMD_COMPLETE,
+        CMD_CHILD_ENDED,
+        CMD_PERMIT,
+    ):
         return None
     reason = headers.get(HEADER_DLQ_REASON, b"refused").decode(errors="replace")
     try:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from cerebelum.core import events as ev
 from cerebelum.core.events import Event
-from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, RUNNING, SLEEPING, WAITING, Execution
+from cerebelum.core.state import (
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SLEEPING,
+    WAITING,
+    Execution,
+)
 
 
 def apply(state: Execution | None, event: Event) -> Execution:
@@ -43,13 +54,81 @@ def _started(s: Execution, e: Event) -> None:
     s.inputs = e["inputs"]
     s.started_at = e["at"]
     s.traceparent = e.get("traceparent")
+    s.parent = e.get("parent")
 
 
 def _scheduled(s: Execution, e: Event) -> None:
     _enter(s, e["node"])
-    s.status = RUNNING
     s.attempts[e["step"]] = e["attempt"]
     s.running[e["step"]] = e["version"]
+    if "limiter" in e:  # a rate-limited run: it waits for its permit
+        s.awaiting[e["step"]] = [e["version"], e["limiter"]]
+        s.status = QUEUED
+    else:
+        s.status = RUNNING
+
+
+def _step_admitted(s: Execution, e: Event) -> None:
+    s.awaiting.pop(e["step"], None)
+    _admitted(s, e)
+
+
+def _execution_queued(s: Execution, e: Event) -> None:
+    s.limiter = e["limiter"]
+    s.status = QUEUED
+
+
+def _admitted(s: Execution, e: Event) -> None:
+    if e.get("blocked") and s.blocked is not None:  # it runs on once it resumes
+        s.blocked = {**s.blocked, "status": RUNNING}
+    else:
+        s.status = RUNNING
+
+
+def _limit_set(s: Execution, e: Event) -> None:
+    # Replaced, never mutated: copies of the state share the values in `results`.
+    r = s.results
+    limit = e["limit"]
+    s.results = {
+        "limit": limit,
+        "per_ms": e["per_ms"],
+        "holders": r.get("holders", []),
+        "queue": r.get("queue", []),
+        "recent": r.get("recent", [])[-limit:],
+        "granted": r.get("granted", 0),
+        "denied": r.get("denied", 0),
+    }
+
+
+def _entry(e: Event) -> list[Any]:
+    return [e["holder"], e["step"], e["token"]]
+
+
+def _permit_granted(s: Execution, e: Event) -> None:
+    r = dict(s.results)
+    entry = _entry(e)
+    r["queue"] = [q for q in r["queue"] if q != entry]
+    if r["per_ms"] is None:
+        r["holders"] = [*r["holders"], entry]
+    else:
+        r["recent"] = [*r["recent"], e["at"]][-r["limit"] :]
+    r["granted"] += 1
+    s.results = r
+
+
+def _permit_queued(s: Execution, e: Event) -> None:
+    s.results = {**s.results, "queue": [*s.results["queue"], _entry(e)]}
+
+
+def _permit_released(s: Execution, e: Event) -> None:
+    entry = _entry(e)
+    r = s.results
+    s.results = {**r, "holders": [h for h in r["holders"] if h != entry],
+                 "queue": [q for q in r["queue"] if q != entry]}  # fmt: skip
+
+
+def _permit_denied(s: Execution, e: Event) -> None:
+    s.results = {**s.results, "denied": s.results["denied"] + 1}
 
 
 def _rescheduled(s: Execution, e: Event) -> None:
@@ -64,6 +143,10 @@ def _completed(s: Execution, e: Event) -> None:
     s.attempts.pop(step, None)
     s.running.pop(step, None)
     s.redispatches.pop(step, None)
+    if s.pending:
+        _unpend(s, step)
+    if s.children:
+        s.children.pop(step, None)
     signal = e.get("signal")
     if signal is not None:
         s.waiting = None
@@ -79,6 +162,67 @@ def _completed(s: Execution, e: Event) -> None:
 
 def _failed(s: Execution, e: Event) -> None:
     s.running.pop(e["step"], None)
+    if s.pending:
+        _unpend(s, e["step"])
+    if s.children:
+        s.children.pop(e["step"], None)
+
+
+def _children_started(s: Execution, e: Event) -> None:
+    _enter(s, e["node"])
+    s.status = RUNNING
+    n = len(e["children"])
+    s.children[e["step"]] = {"ids": e["children"], "done": [False] * n, "outputs": [None] * n}
+
+
+def _schedule_fired(s: Execution, e: Event) -> None:
+    # Replaced, never mutated: copies of the state share the values in `results`.
+    r = s.results
+    r["live"] = [*r.get("live", []), e["run"]]
+    r["runs"] = r.get("runs", 0) + 1
+    if not e.get("manual"):
+        r["last_tick"] = e["tick"]
+
+
+def _schedule_skipped(s: Execution, e: Event) -> None:
+    s.results["skipped"] = s.results.get("skipped", 0) + e["ticks"]
+
+
+def _schedule_run_ended(s: Execution, e: Event) -> None:
+    s.results["live"] = [run for run in s.results.get("live", []) if run != e["run"]]
+
+
+def _schedule_paused(s: Execution, e: Event) -> None:
+    s.status = WAITING
+    for timer_id in [t for t, v in s.timers.items() if v["purpose"] == "tick"]:
+        del s.timers[timer_id]
+
+
+def _schedule_resumed(s: Execution, e: Event) -> None:
+    s.status = RUNNING
+
+
+def _child_completed(s: Execution, e: Event) -> None:
+    node = s.children[e["step"]]
+    node["done"][e["index"]] = True
+    node["outputs"][e["index"]] = e["output"]
+
+
+def _pending(s: Execution, e: Event) -> None:
+    step = e["step"]
+    s.running.pop(step, None)
+    s.pending[step] = e["token"]
+    if "timer_id" in e:
+        s.timers[e["timer_id"]] = {"fire_at": e["fire_at"], "purpose": "pending", "step": step}
+
+
+def _unpend(s: Execution, step: str) -> None:
+    """A pending step was completed, failed or timed out: its completion timer goes too."""
+    if s.pending.pop(step, None) is not None:
+        for timer_id in [
+            t for t, v in s.timers.items() if v["purpose"] == "pending" and v["step"] == step
+        ]:
+            del s.timers[timer_id]
 
 
 def _retry_scheduled(s: Execution, e: Event) -> None:
@@ -140,6 +284,48 @@ def _execution_cancelled(s: Execution, e: Event) -> None:
     s.error = ev.cancelled_error(e["reason"])
 
 
+def _execution_blocked(s: Execution, e: Event) -> None:
+    previous = s.blocked["status"] if s.blocked is not None else e["status"]
+    s.blocked = {
+        "waiting_for": e["waiting_for"],
+        "versions_here": e["versions_here"],
+        "reason": e["reason"],
+        "status": previous,
+    }
+    s.status = BLOCKED
+
+
+def _execution_resumed(s: Execution, e: Event) -> None:
+    s.blocked = None
+    s.status = e["status"]
+    s.workflow_version = e["workflow_version"]  # another only for one that never began
+
+
+def _execution_migrated(s: Execution, e: Event) -> None:
+    """Rename what the execution holds from the old version's node names to the new one's;
+    names the mapping leaves out (results of nodes the new version lacks) keep theirs."""
+    mapping: dict[str, str] = e["mapping"]
+
+    def rename(table: dict[str, Any]) -> dict[str, Any]:
+        return {mapping.get(name, name): value for name, value in table.items()}
+
+    s.workflow_version = e["to"]
+    s.results = rename(s.results)
+    s.attempts = rename(s.attempts)
+    s.running = rename(s.running)
+    s.redispatches = rename(s.redispatches)
+    s.pending = rename(s.pending)
+    s.children = rename(s.children)
+    s.awaiting = rename(s.awaiting)
+    s.timers = {
+        timer_id: {**t, "step": mapping.get(t["step"], t["step"])}
+        for timer_id, t in s.timers.items()
+    }
+    s.cursor = e["node"]
+    if s.waiting is not None:
+        s.waiting = e["signal"]
+
+
 def _noop(s: Execution, e: Event) -> None:
     pass
 
@@ -154,8 +340,12 @@ def _leave_node(s: Execution) -> None:
     s.attempts.clear()
     s.running.clear()
     s.redispatches.clear()
+    s.pending.clear()
+    s.children.clear()
+    s.awaiting.clear()
     s.timers.clear()
     s.waiting = None
+    s.blocked = None
 
 
 _HANDLERS: dict[str, Callable[[Execution, Event], None]] = {
@@ -176,4 +366,23 @@ _HANDLERS: dict[str, Callable[[Execution, Event], None]] = {
     ev.EXECUTION_COMPLETED: _execution_completed,
     ev.EXECUTION_FAILED: _execution_failed,
     ev.EXECUTION_CANCELLED: _execution_cancelled,
+    ev.EXECUTION_BLOCKED: _execution_blocked,
+    ev.EXECUTION_RESUMED: _execution_resumed,
+    ev.EXECUTION_MIGRATED: _execution_migrated,
+    ev.STEP_PENDING: _pending,
+    ev.CHILDREN_STARTED: _children_started,
+    ev.CHILD_COMPLETED: _child_completed,
+    ev.SCHEDULE_FIRED: _schedule_fired,
+    ev.SCHEDULE_SKIPPED: _schedule_skipped,
+    ev.SCHEDULE_RUN_ENDED: _schedule_run_ended,
+    ev.SCHEDULE_PAUSED: _schedule_paused,
+    ev.SCHEDULE_RESUMED: _schedule_resumed,
+    ev.EXECUTION_QUEUED: _execution_queued,
+    ev.EXECUTION_ADMITTED: _admitted,
+    ev.STEP_ADMITTED: _step_admitted,
+    ev.LIMIT_SET: _limit_set,
+    ev.PERMIT_GRANTED: _permit_granted,
+    ev.PERMIT_QUEUED: _permit_queued,
+    ev.PERMIT_RELEASED: _permit_released,
+    ev.PERMIT_DENIED: _permit_denied,
 }

@@ -6,16 +6,33 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
 
 `version` runs 1..n per execution with no gap. The fields of each type:
 
-    ExecutionStarted    workflow, workflow_version, inputs [, traceparent]
-                        (the caller's W3C trace context, when its start command had one)
-    StepScheduled       step, node (index in the timeline), attempt
-    StepCompleted       step, attempt, result [, signal]  (a signal wait completes with its payload)
-    StepFailed          step, attempt, error {type, types, message} [, traceback]
+    ExecutionStarted    workflow, workflow_version, inputs [, traceparent] [, parent]
+                        (the caller's W3C trace context, when its start command had one;
+                        parent {execution_id, step, index}: a child execution's parent node)
+    StepScheduled       step, node (index in the timeline), attempt [, limiter]
+                        (with `limiter`, a rate-limited run: it waits for its permit, queued)
+    StepAdmitted        step, token [, blocked]   the rate limiter's permit came: it runs
+    StepCompleted       step, attempt, result [, signal] [, worker]
+                        (a signal wait completes with its payload)
+    StepFailed          step, attempt, error {type, types, message} [, traceback] [, worker]
                         (the step's traceback, innermost frames kept, at most
                         MAX_TRACEBACK_BYTES; absent when there is none, e.g. a timeout)
+                        `worker`: who ran the step, named as the cluster view names workers
+                        (their Kafka client id, "cerebelum-worker:<id>"); absent in histories
+                        recorded before it, and on a wait that a signal or timer ended
     StepRetryScheduled  step, attempt (the next one), timer_id, fire_at, delay_ms
     StepRescheduled     step, attempt (the next one), reason, redispatch (how many times so far)
                         a step in flight when its partition changed owner runs again
+    ChildrenStarted     step (the child node), node, workflow, children (their execution ids)
+    ChildCompleted      step, index, child, output    (one child of the node ended well; the
+                        node's StepCompleted follows the last, its StepFailed the first failure)
+    ScheduleFired       tick, run (the execution it started), manual   (a schedule's execution:
+                        its inputs are the spec; TimerStarted purpose "tick" arms each tick)
+    ScheduleSkipped     ticks (how many), reason, last (the latest tick skipped)
+    ScheduleRunEnded    run, status        SchedulePaused, ScheduleResumed   (no fields)
+    StepPending         step, attempt, token [, timer_id, fire_at]  the run returned
+                        ctx.pending(timeout=): completed later from outside (CompleteStep,
+                        carrying token), or failed with StepTimeout at fire_at
     DivergeTaken        step, rule, action, target
     BranchTaken         step, rule, action, target
     JumpTaken           from_step, to_step, node, kind ("back_to" | "skip_to"), iteration
@@ -27,6 +44,20 @@ An event is a plain dict (it goes to orjson as is, with no model object on the h
     ExecutionCompleted  output
     ExecutionFailed     error {type, message, step?}
     ExecutionCancelled  reason
+    ExecutionBlocked    waiting_for (the version it needs), versions_here (what the worker has),
+                        reason, status (the status it had; restored when it resumes)
+    ExecutionResumed    workflow_version (the version it runs on from now), status
+    ExecutionMigrated   from, to (versions), mapping {old node: new node} (the declared
+                        mapping), node (its new index), signal (what it waits for now, or null)
+                        (decisions.md §6: a blocked execution is held, not failed)
+    ExecutionQueued     limiter, key     (its concurrency limit is full: it waits in line)
+    ExecutionAdmitted   limiter [, blocked]   (its permit came: it enters its first node)
+  Of a limiter (workflow cerebelum.limiter, decisions.md §20; results hold its state):
+    LimitSet            limit, per_ms (null: a concurrency limit)
+    PermitGranted       holder, step, token    (step and token: a step run's permit)
+    PermitQueued        holder, step, token
+    PermitReleased      holder, step, token
+    PermitDenied        holder, step, token, reason   (the queue was full)
 """
 
 from __future__ import annotations
@@ -59,6 +90,31 @@ SIGNAL_RECEIVED = "SignalReceived"
 EXECUTION_COMPLETED = "ExecutionCompleted"
 EXECUTION_FAILED = "ExecutionFailed"
 EXECUTION_CANCELLED = "ExecutionCancelled"
+# Versions (decisions.md §6): held while no definition of its version is here, then resumed
+# or moved on purpose to a newer version that declares a mapping from it.
+EXECUTION_BLOCKED = "ExecutionBlocked"
+# External completion (decisions.md §17): a step handed to another system.
+STEP_PENDING = "StepPending"
+# Schedules (decisions.md §19): an execution of the built-in workflow cerebelum.schedule.
+SCHEDULE_FIRED = "ScheduleFired"
+SCHEDULE_SKIPPED = "ScheduleSkipped"
+SCHEDULE_RUN_ENDED = "ScheduleRunEnded"
+SCHEDULE_PAUSED = "SchedulePaused"
+SCHEDULE_RESUMED = "ScheduleResumed"
+# Child workflows (decisions.md §18).
+CHILDREN_STARTED = "ChildrenStarted"
+CHILD_COMPLETED = "ChildCompleted"
+EXECUTION_RESUMED = "ExecutionResumed"
+EXECUTION_MIGRATED = "ExecutionMigrated"
+# Concurrency and rate limits (decisions.md §20).
+EXECUTION_QUEUED = "ExecutionQueued"
+EXECUTION_ADMITTED = "ExecutionAdmitted"
+STEP_ADMITTED = "StepAdmitted"
+LIMIT_SET = "LimitSet"
+PERMIT_GRANTED = "PermitGranted"
+PERMIT_QUEUED = "PermitQueued"
+PERMIT_RELEASED = "PermitReleased"
+PERMIT_DENIED = "PermitDenied"
 
 EVENT_TYPES = frozenset(
     {
@@ -79,6 +135,25 @@ EVENT_TYPES = frozenset(
         EXECUTION_COMPLETED,
         EXECUTION_FAILED,
         EXECUTION_CANCELLED,
+        EXECUTION_BLOCKED,
+        EXECUTION_RESUMED,
+        EXECUTION_MIGRATED,
+        STEP_PENDING,
+        CHILDREN_STARTED,
+        CHILD_COMPLETED,
+        SCHEDULE_FIRED,
+        SCHEDULE_SKIPPED,
+        SCHEDULE_RUN_ENDED,
+        SCHEDULE_PAUSED,
+        SCHEDULE_RESUMED,
+        EXECUTION_QUEUED,
+        EXECUTION_ADMITTED,
+        STEP_ADMITTED,
+        LIMIT_SET,
+        PERMIT_GRANTED,
+        PERMIT_QUEUED,
+        PERMIT_RELEASED,
+        PERMIT_DENIED,
     }
 )
 

@@ -44,6 +44,25 @@ def id_problem(value: object, what: str = "execution_id") -> str | None:
     return f"{what} may only contain {ID_ALPHABET} (found {bad!r})"
 
 
+# The ids of built-in executions (schedules, decisions.md §19; limiters, §20): a start of a
+# user's workflow may not take one, or a schedule or a limiter would find it taken.
+RESERVED_PREFIXES = ("schedule.", "concurrency.", "rate.")
+BUILT_IN_WORKFLOW_PREFIX = "cerebelum."
+
+
+def reserved_id_problem(execution_id: str, workflow: str) -> str | None:
+    """Why a start of `workflow` may not take `execution_id` (a built-in's id), or None."""
+    if workflow.startswith(BUILT_IN_WORKFLOW_PREFIX):
+        return None
+    if not execution_id.startswith(RESERVED_PREFIXES):
+        return None
+    prefixes = ", ".join(repr(p) for p in RESERVED_PREFIXES)
+    return (
+        f"execution_id {execution_id[:100]!r}: ids beginning with {prefixes} are reserved for "
+        "schedules and limiters; choose another execution_id"
+    )
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as an unsigned 32-bit int."""
     m = 0x5BD1E995

@@ -10,7 +10,13 @@ WAITING = "waiting"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+# Held: no definition of its version on the worker that owns it (decisions.md §6). Live.
+BLOCKED = "blocked"
+# Waiting for a permit of a concurrency or rate limit (decisions.md §20). Live.
+QUEUED = "queued"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+# Every status an execution can have, live first (API enums, the CLI, the dashboard).
+STATUSES = (RUNNING, SLEEPING, WAITING, QUEUED, BLOCKED, COMPLETED, FAILED, CANCELLED)
 
 
 class Execution:
@@ -37,6 +43,12 @@ class Execution:
         "started_at",
         "updated_at",
         "traceparent",
+        "blocked",
+        "pending",
+        "children",
+        "parent",
+        "limiter",
+        "awaiting",
     )
 
     def __init__(self, execution_id: str) -> None:
@@ -71,6 +83,24 @@ class Execution:
         self.updated_at = 0
         # The W3C trace context the execution was started with, if any (its spans' parent).
         self.traceparent: str | None = None
+        # While blocked: {"waiting_for", "versions_here", "reason", "status" (the one it had)}.
+        self.blocked: dict[str, Any] | None = None
+        # Steps whose run returned ctx.pending(): completed from outside (CompleteStep) ->
+        # the token a completion must carry (their StepScheduled's version). Not in `running`:
+        # nothing is re-run for them when the partition changes owner.
+        self.pending: dict[str, int] = {}
+        # Child nodes waiting for their child executions: node name -> {"ids": [child ids],
+        # "done": [bool per child], "outputs": [output per child]} (decisions.md §18).
+        self.children: dict[str, dict[str, Any]] = {}
+        # Of a child execution: {"execution_id", "step", "index"} of the parent node waiting
+        # for it, told of its end by a ChildEnded command.
+        self.parent: dict[str, Any] | None = None
+        # Of a workflow with a concurrency limit: the limiter it was queued on (and holds a
+        # permit of once admitted), told when it ends (decisions.md §20).
+        self.limiter: str | None = None
+        # Runs of rate-limited steps waiting for their permit: step -> [token, limiter]. In
+        # `running` too, but not re-run when the partition changes owner (nothing ran yet).
+        self.awaiting: dict[str, list[Any]] = {}
 
     @property
     def terminal(self) -> bool:
@@ -89,14 +119,33 @@ class Execution:
         ex.timers = dict(self.timers)
         ex.signals = {name: list(queued) for name, queued in self.signals.items()}
         ex.redispatches = dict(self.redispatches)
+        ex.pending = dict(self.pending)
+        ex.awaiting = dict(self.awaiting)
+        ex.children = {
+            name: {"ids": c["ids"], "done": list(c["done"]), "outputs": list(c["outputs"])}
+            for name, c in self.children.items()
+        }
         return ex
 
     def to_record(self) -> dict[str, Any]:
-        """The snapshot written to cerebelum.state (the restore source). `traceparent` only
-        when there is one: most executions have none, and every transition writes this."""
+        """The snapshot written to cerebelum.state (the restore source). `traceparent` and
+        `blocked` only when there is one: most executions have none, and every transition
+        writes this."""
         record = {name: getattr(self, name) for name in _RECORD_FIELDS}
         if self.traceparent is not None:
             record["traceparent"] = self.traceparent
+        if self.blocked is not None:  # rare: absent otherwise, like traceparent
+            record["blocked"] = self.blocked
+        if self.pending:  # rare too
+            record["pending"] = self.pending
+        if self.children:
+            record["children"] = self.children
+        if self.parent is not None:
+            record["parent"] = self.parent
+        if self.limiter is not None:
+            record["limiter"] = self.limiter
+        if self.awaiting:
+            record["awaiting"] = self.awaiting
         return record
 
     def snapshot(self) -> dict[str, Any]:
@@ -125,10 +174,26 @@ class Execution:
 _SCALARS = tuple(
     name
     for name in Execution.__slots__
-    if name not in ("results", "attempts", "running", "timers", "signals", "redispatches")
+    if name
+    not in (
+        "results",
+        "attempts",
+        "running",
+        "timers",
+        "signals",
+        "redispatches",
+        "pending",
+        "children",
+        "awaiting",
+    )
 )
 
-_RECORD_FIELDS = tuple(name for name in Execution.__slots__ if name != "traceparent")
+_RECORD_FIELDS = tuple(
+    name
+    for name in Execution.__slots__
+    if name
+    not in ("traceparent", "blocked", "pending", "children", "parent", "limiter", "awaiting")
+)
 
 _TERMINAL_FIELDS = (
     "id",

@@ -2,7 +2,9 @@
 
 The files ship inside the package (cerebelum/resources.py): a wheel migrates like a checkout.
 
-`migrate(url)` applies the pending files in order of NNN. For each pending file, in order:
+`migrate(url, schema=...)` applies the pending files in order of NNN, in the schema the URL's
+search_path names (a namespace's, Settings.namespace_database_url), first creating `schema`
+if it is given and missing. For each pending file, in order:
     1. begin a transaction and take a transaction-scoped advisory lock, so concurrent runs
        (several mirrors starting at once) take turns;
     2. create `schema_migrations` if it is missing;
@@ -78,11 +80,16 @@ def _name(file: Traversable) -> str:
     return file.name
 
 
-async def migrate(database_url: str, directory: Traversable = MIGRATIONS) -> list[str]:
-    """Apply the pending migrations; return the names of those this call applied."""
+async def migrate(
+    database_url: str, directory: Traversable = MIGRATIONS, *, schema: str | None = None
+) -> list[str]:
+    """Apply the pending migrations; return the names of those this call applied. `schema`:
+    a namespace's schema (the one the URL's search_path names), created first if missing."""
     migrations = discover(directory)
     conn: asyncpg.Connection = await asyncpg.connect(database_url)
     try:
+        if schema is not None:
+            await _create_schema(conn, schema)
         applied_before = await _applied_versions(conn)
         applied: list[str] = []
         for migration in migrations:
@@ -103,6 +110,29 @@ async def applied_migrations(database_url: str) -> list[tuple[int, str]]:
             return []
         rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
         return [(r["version"], r["name"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:
+    # Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the database, which
+    # a least-privilege mirror (`db grant --for mirror`) does not have, and a lock-free look
+    # first lets a run with nothing to do take no lock at all.
+    if await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema):
+        return
+    # Under the migrations' lock: two first runs at once would otherwise race on the name.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        quoted = await conn.fetchval("SELECT quote_ident($1)", schema)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+
+
+async def drop_schema(database_url: str, schema: str) -> None:
+    """Drop a namespace's schema and everything in it (the test suite's, at a module's end)."""
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    try:
+        quoted = await conn.fetchval("SELECT quote_ident($1)", schema)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
     finally:
         await conn.close()
 

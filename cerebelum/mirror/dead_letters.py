@@ -1,7 +1,8 @@
 """Mirror cerebelum.dlq into the `dead_letters` table (migration 007), beside the events.
 
 The dead-letter topic is small (a record per refused command), so this is the plain loop: its
-own consumer in its own group (`cerebelum-mirror-dlq`, read_committed), fetch, insert what is new
+own consumer in its own group (the mirror group's name and `-dlq`: `cerebelum-mirror-dlq` in the
+default namespace; read_committed), fetch, insert what is new
 (a re-read changes nothing; a different record at a known position, after the topic was made
 again, replaces the stale row), then commit the offsets. PostgreSQL or
 Kafka away: wait and try again with backoff; nothing is committed before it is written.
@@ -27,15 +28,13 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
-    MIRROR_GROUP,
-    TOPIC_DLQ,
 )
 from cerebelum.security.kafka import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
 
-DLQ_GROUP = f"{MIRROR_GROUP}-dlq"
 FETCH_TIMEOUT_MS = 1_000
+FETCH_WAIT_MS = 2_000
 MAX_RECORDS = 1_000
 
 INSERT_DEAD_LETTERS = """
@@ -79,9 +78,13 @@ def row_of(record: ConsumerRecord[bytes, bytes]) -> tuple[Any, ...]:
     )
 
 
-async def write(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]]) -> None:
+async def write(pool: asyncpg.Pool, rows: Sequence[tuple[Any, ...]], channel: str) -> None:
+    """Write the rows; tell the API's readers when they commit (a refused start is the fate a
+    reader waiting for that execution gets, cerebelum.api.visibility)."""
     columns = [list(column) for column in zip(*rows, strict=True)]
-    await pool.execute(INSERT_DEAD_LETTERS, *columns)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(INSERT_DEAD_LETTERS, *columns)
+        await conn.execute(f"NOTIFY {channel}")
 
 
 class DeadLetterMirror:
@@ -96,12 +99,17 @@ class DeadLetterMirror:
         backoff = Backoff()
         while not self.stopping.is_set():
             consumer = AIOKafkaConsumer(
-                TOPIC_DLQ,
+                self.settings.names.dlq,
                 **aiokafka_kwargs(self.settings),
-                group_id=DLQ_GROUP,
+                # The mirror group's name and "-dlq": a group of its own.
+                group_id=f"{self.settings.names.mirror_group}-dlq",
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # Dead letters are rare: an idle follower sends one fetch every 2 s, not two a
+                # second (as the events' mirror, cerebelum.mirror.mirror.FETCH_WAIT_MS).
+                fetch_max_wait_ms=FETCH_WAIT_MS,
+                consumer_timeout_ms=FETCH_WAIT_MS,  # as the events' mirror's (see there)
             )
             try:
                 await consumer.start()
@@ -122,7 +130,8 @@ class DeadLetterMirror:
                 continue
             while not self.stopping.is_set():
                 try:
-                    await write(self.pool, [row_of(r) for r in records])
+                    rows = [row_of(r) for r in records]
+                    await write(self.pool, rows, self.settings.names.mirrored_channel)
                     backoff.reset()
                     break
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

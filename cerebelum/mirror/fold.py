@@ -14,6 +14,9 @@ import orjson
 
 from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_EXECUTION_ID_LENGTH
+from cerebelum.core.state import BLOCKED, QUEUED, RUNNING, STATUSES, TERMINAL
+
+LIVE_STATUSES = frozenset(STATUSES) - TERMINAL
 
 # Where a column's value comes from: a field of the event (its name), the event's own `at`
 # (AT), nothing (CLEAR: the column becomes NULL), or a function of the whole event.
@@ -26,8 +29,9 @@ class Effect(NamedTuple):
     """What one event type does to its execution's row."""
 
     # The status after this event; None leaves it as it was; a dict picks by the event's
-    # "purpose" field (a sleep timer means sleeping, a signal timeout leaves "waiting").
-    status: str | dict[str, str] | None
+    # "purpose" field (a sleep timer means sleeping, a signal timeout leaves "waiting"); a
+    # function takes it from the event (a resumed execution gets back the status it had).
+    status: str | dict[str, str] | Callable[[dict[str, Any]], Any] | None
     columns: tuple[tuple[str, Source], ...] = ()  # (column, where its value comes from)
 
 
@@ -35,6 +39,21 @@ def _cancelled_error(event: dict[str, Any]) -> dict[str, Any]:
     """The core's one shape for a cancelled execution's error (the event carries the reason)."""
     reason = event.get("reason")
     return ev.cancelled_error(reason if isinstance(reason, str) else "")
+
+
+def _resumed_status(event: dict[str, Any]) -> str | None:
+    status = event.get("status")
+    return status if isinstance(status, str) and status in LIVE_STATUSES else RUNNING
+
+
+def _scheduled_status(event: dict[str, Any]) -> str:
+    """A rate-limited run waits for its permit (decisions.md §20)."""
+    return QUEUED if "limiter" in event else RUNNING
+
+
+def _admitted_status(event: dict[str, Any]) -> str:
+    """A permit that came while the execution was blocked leaves it blocked."""
+    return BLOCKED if event.get("blocked") else RUNNING
 
 
 # The one table to extend for a new event type. Types not listed only bump last_version.
@@ -48,7 +67,7 @@ EFFECTS: dict[str, Effect] = {
             ("started_at", AT),
         ),
     ),
-    ev.STEP_SCHEDULED: Effect("running", (("current_step", "step"),)),
+    ev.STEP_SCHEDULED: Effect(_scheduled_status, (("current_step", "step"),)),
     ev.STEP_RESCHEDULED: Effect("running", (("current_step", "step"),)),
     ev.STEP_FAILED: Effect(None, (("error", "error"),)),
     # A completed execution has no error, whatever an earlier attempt recorded.
@@ -61,6 +80,17 @@ EFFECTS: dict[str, Effect] = {
     ev.SIGNAL_AWAITED: Effect("waiting", (("current_step", "step"),)),
     ev.APPROVAL_REQUESTED: Effect("waiting", (("current_step", "step"),)),
     ev.STEP_RETRY_SCHEDULED: Effect("retrying"),
+    # Handed to another system (ctx.pending): waiting for its CompleteStep.
+    ev.STEP_PENDING: Effect("waiting", (("current_step", "step"),)),
+    # Waiting for child executions (decisions.md §18); each child's end only bumps the version.
+    ev.CHILDREN_STARTED: Effect("waiting", (("current_step", "step"),)),
+    ev.CHILD_COMPLETED: Effect(None),
+    # A schedule (decisions.md §19): running while active, waiting while paused.
+    ev.SCHEDULE_FIRED: Effect(None),
+    ev.SCHEDULE_SKIPPED: Effect(None),
+    ev.SCHEDULE_RUN_ENDED: Effect(None),
+    ev.SCHEDULE_PAUSED: Effect("waiting"),
+    ev.SCHEDULE_RESUMED: Effect("running"),
     # Neutral: they only bump last_version (the status follows from the next event).
     ev.STEP_COMPLETED: Effect(None),
     ev.TIMER_FIRED: Effect(None),
@@ -68,6 +98,19 @@ EFFECTS: dict[str, Effect] = {
     ev.DIVERGE_TAKEN: Effect(None),
     ev.BRANCH_TAKEN: Effect(None),
     ev.JUMP_TAKEN: Effect(None),
+    # Versions (decisions.md §6): held, resumed, moved to another version.
+    ev.EXECUTION_BLOCKED: Effect(BLOCKED),
+    ev.EXECUTION_RESUMED: Effect(_resumed_status, (("workflow_version", "workflow_version"),)),
+    ev.EXECUTION_MIGRATED: Effect(None, (("workflow_version", "to"),)),
+    # Concurrency and rate limits (decisions.md §20); a limiter's own events are neutral.
+    ev.EXECUTION_QUEUED: Effect(QUEUED),
+    ev.EXECUTION_ADMITTED: Effect(_admitted_status),
+    ev.STEP_ADMITTED: Effect(_admitted_status, (("current_step", "step"),)),
+    ev.LIMIT_SET: Effect(None),
+    ev.PERMIT_GRANTED: Effect(None),
+    ev.PERMIT_QUEUED: Effect(None),
+    ev.PERMIT_RELEASED: Effect(None),
+    ev.PERMIT_DENIED: Effect(None),
 }
 
 TEXT_COLUMNS = ("workflow", "workflow_version", "status", "current_step")
@@ -226,9 +269,11 @@ def apply_event(execution: ExecutionRow, row: EventRow) -> None:
     if effect is None:
         return
     event = row.event
-    status = effect.status
+    status: Any = effect.status
     if isinstance(status, dict):
         status = status.get(event.get("purpose", ""))
+    elif callable(status):
+        status = status(event)
     if status is not None:
         execution.status = status
     for column, source in effect.columns:

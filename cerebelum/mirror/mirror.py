@@ -53,7 +53,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from cerebelum.backoff import Backoff, until_ready
 from cerebelum.config import Settings
-from cerebelum.constants import EVENT_SCHEMA, MIRROR_GROUP, TOPIC_EVENTS
+from cerebelum.constants import EVENT_SCHEMA
 from cerebelum.db import connect_pool
 from cerebelum.mirror.faults import Fault, classify, is_retried, sqlstate
 from cerebelum.mirror.fold import EventRow, MalformedEvent, decode_event, sort_and_dedupe
@@ -132,7 +132,7 @@ class Mirror:
         self,
         settings: Settings,
         *,
-        group_id: str = MIRROR_GROUP,
+        group_id: str | None = None,  # the namespace's mirror group unless given
         writers: int = 2,  # on 2 cores: 1 writer ~36k events/s, 2 ~55-60k, 3 or 4 no more
         pool: asyncpg.Pool | None = None,
         max_records: int = MAX_RECORDS,
@@ -142,7 +142,8 @@ class Mirror:
         if writers < 1:
             raise ValueError("writers must be at least 1")
         self.settings = settings
-        self.group_id = group_id
+        self.names = settings.names
+        self.group_id = group_id or self.names.mirror_group
         self.writers = writers
         self.max_records = max_records
         self.fetch_timeout_ms = fetch_timeout_ms
@@ -193,7 +194,7 @@ class Mirror:
         requested while it waits."""
         if self._pool is None:
             self._pool = await until_ready(
-                f"mirror: PostgreSQL at {_where(self.settings.database_url)}",
+                f"mirror: PostgreSQL at {_where(self.settings.namespace_database_url)}",
                 self._connect_pool, retry_on=is_retried, stopping=self._stopping, logger=log,
             )  # fmt: skip
             if self._pool is None:
@@ -208,7 +209,7 @@ class Mirror:
     async def _connect_pool(self) -> asyncpg.Pool:
         # One connection per writer: each writer has one transaction open at a time.
         return await connect_pool(
-            self.settings.database_url, min_size=self.writers, max_size=self.writers
+            self.settings.namespace_database_url, min_size=self.writers, max_size=self.writers
         )
 
     async def _join_group(self) -> AIOKafkaConsumer:
@@ -216,7 +217,7 @@ class Mirror:
             **aiokafka_kwargs(self.settings),
             group_id=self.group_id,
             # Shown by the cluster view as the mirror's member.
-            client_id=f"cerebelum-mirror:{socket.gethostname()}:{os.getpid()}",
+            client_id=f"{self.names.mirror_group}:{socket.gethostname()}:{os.getpid()}",
             isolation_level="read_committed",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -228,8 +229,13 @@ class Mirror:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             fetch_max_wait_ms=FETCH_WAIT_MS,
+            # aiokafka's fetcher wakes this often even with a fetch in flight, and each wake
+            # walks all 64 partitions in Python: at its default, 0.2 s, that was 0.01 core of
+            # an idle mirror. It is woken at once by a response, an assignment or a seek, so
+            # this is only its fallback.
+            consumer_timeout_ms=FETCH_WAIT_MS,
         )
-        consumer.subscribe([TOPIC_EVENTS], listener=_DrainOnRevoke(self))
+        consumer.subscribe([self.names.events], listener=_DrainOnRevoke(self))
         try:
             await consumer.start()
         except BaseException as exc:
@@ -323,20 +329,27 @@ class Mirror:
         now_ms = time.time() * 1000
         started_ms = now_ms - (time.monotonic() - self.stats.started) * 1000
         events, age_ms = self._pending, 0.0
-        for tp in consumer.assignment():
-            end = consumer.last_stable_offset(tp)  # None until fetched from
-            unread = 0
-            if end is not None:  # fetched from, so its position is known: no broker request
-                try:
-                    unread = max(0, end - await asyncio.wait_for(consumer.position(tp), 1.0))
-                except (IllegalStateError, TimeoutError):  # revoked meanwhile, or resetting
-                    continue
-            written = self._written.get(tp.partition)
-            in_flight = self._fetched.get(tp.partition, 0) > (written[0] if written else 0)
-            events += unread
-            if unread or in_flight:
-                newest = written[1] if written is not None else started_ms
-                age_ms = max(age_ms, now_ms - newest)
+        try:
+            # One deadline for all 64 (not a wait_for each: that is a task and three turns
+            # of the loop per partition, every LAG_REFRESH_S, a visible share of an idle
+            # mirror's CPU). A position is only awaited while it is being reset.
+            async with asyncio.timeout(1.0):
+                for tp in consumer.assignment():
+                    end = consumer.last_stable_offset(tp)  # None until fetched from
+                    unread = 0
+                    if end is not None:  # fetched from: its position is known, no request
+                        try:
+                            unread = max(0, end - await consumer.position(tp))
+                        except IllegalStateError:  # revoked meanwhile
+                            continue
+                    written = self._written.get(tp.partition)
+                    in_flight = self._fetched.get(tp.partition, 0) > (written[0] if written else 0)
+                    events += unread
+                    if unread or in_flight:
+                        newest = written[1] if written is not None else started_ms
+                        age_ms = max(age_ms, now_ms - newest)
+        except TimeoutError:
+            return  # a partition resetting its position: measured again next time
         self.metrics.lag_events = events
         self.metrics.lag_seconds = age_ms / 1000
 
@@ -434,7 +447,7 @@ class Mirror:
         async def write(conn: asyncpg.Connection) -> None:
             started = time.perf_counter()
             # Not `+= await ...`: that reads the counter before the await and loses updates.
-            written = await write_batch(conn, rows)
+            written = await write_batch(conn, rows, self.names.mirrored_channel)
             self.metrics.write_seconds.observe(time.perf_counter() - started)
             self.stats.events_written += written
 
@@ -572,4 +585,5 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.mirror.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("mirror: assigned %d partitions of %s", len(assigned), TOPIC_EVENTS)
+        topic = self.mirror.names.events
+        log.info("mirror: assigned %d partitions of %s", len(assigned), topic)

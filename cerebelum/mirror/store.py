@@ -55,15 +55,14 @@ WHERE x.last_version < EXCLUDED.last_version
 """
 
 
-# Told at each batch's commit (PostgreSQL delivers a NOTIFY when its transaction commits): the
-# API's readers that wait for an execution to appear or reach a status look again
-# (cerebelum.api.visibility). No payload: a batch may hold thousands of executions.
-MIRRORED_CHANNEL = "cerebelum_mirrored"
-
-
-async def write_batch(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> int:
+async def write_batch(conn: asyncpg.Connection, rows: Sequence[EventRow], channel: str) -> int:
     """Write sorted, deduplicated event rows and their executions' rows in one transaction,
-    and tell MIRRORED_CHANNEL's listeners when it commits.
+    and tell `channel`'s listeners when it commits.
+
+    `channel`: the namespace's (Names.mirrored_channel). Told at each batch's commit
+    (PostgreSQL delivers a NOTIFY when its transaction commits): the API's readers that wait
+    for an execution to appear or reach a status look again (cerebelum.api.visibility). No
+    payload: a batch may hold thousands of executions.
 
     Returns how many events were new (the rest were in the table already).
     """
@@ -73,7 +72,7 @@ async def write_batch(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> int
     async with conn.transaction():
         status = await conn.execute(INSERT_EVENTS, *event_columns(rows))
         await upsert_executions(conn, executions)
-        await conn.execute(f"NOTIFY {MIRRORED_CHANNEL}")
+        await conn.execute(f"NOTIFY {channel}")
     return int(status.rsplit(" ", 1)[1])
 
 

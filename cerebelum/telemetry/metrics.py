@@ -14,6 +14,10 @@ The names (deploy/grafana/cerebelum.json charts them):
     cerebelum_executions_completed_total{workflow}      ExecutionCompleted
     cerebelum_executions_failed_total{workflow}         ExecutionFailed
     cerebelum_executions_cancelled_total{workflow}      ExecutionCancelled
+    cerebelum_executions_blocked_total{workflow}        ExecutionBlocked (no definition of its
+                                                        version here: held, decisions.md §6)
+    cerebelum_executions_resumed_total{workflow}        ExecutionResumed
+    cerebelum_executions_migrated_total{workflow}       ExecutionMigrated
     cerebelum_step_failures_total{workflow,step}        StepFailed
     cerebelum_step_retries_total{workflow,step}         StepRetryScheduled
     cerebelum_step_reschedules_total{workflow,step}     StepRescheduled (re-run after a failover)
@@ -87,6 +91,17 @@ EVENT_COUNTERS: dict[str, tuple[str, str, bool]] = {
     "ExecutionCompleted": ("cerebelum_executions_completed", "Executions completed.", False),
     "ExecutionFailed": ("cerebelum_executions_failed", "Executions failed.", False),
     "ExecutionCancelled": ("cerebelum_executions_cancelled", "Executions cancelled.", False),
+    "ExecutionBlocked": (
+        "cerebelum_executions_blocked",
+        "Executions held for want of their version's definition.",
+        False,
+    ),
+    "ExecutionResumed": ("cerebelum_executions_resumed", "Blocked executions resumed.", False),
+    "ExecutionMigrated": (
+        "cerebelum_executions_migrated",
+        "Executions moved to another version by a declared mapping.",
+        False,
+    ),
     "StepFailed": ("cerebelum_step_failures", "Step runs that raised or timed out.", True),
     "StepRetryScheduled": ("cerebelum_step_retries", "Step retries scheduled.", True),
     "StepRescheduled": (

@@ -57,18 +57,13 @@ from cerebelum.constants import (
     HEADER_STATE_WRITER,
     PARTITIONS,
     STATE_OWNER_KEY,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-    TOPIC_STATE,
-    worker_transactional_id,
 )
 from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue
 from cerebelum.core.machine import ArmTimer, RunStep
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import CerebelumError, KafkaUnavailable
 from cerebelum.telemetry.metrics import WorkerMetrics
-from cerebelum.worker import kafka_config
+from cerebelum.worker import elsewhere, kafka_config
 from cerebelum.worker.batch import (
     Batch,
     CommandRecord,
@@ -116,7 +111,6 @@ RECORD_ERRORS = frozenset(
         KafkaError.POLICY_VIOLATION,
     }
 )
-TOPICS = (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ)
 # Throughput and batch sizes go to the log this often (when there was work): often enough to
 # watch a load, rarely enough to read.
 REPORT_INTERVAL_S = 10.0
@@ -131,11 +125,14 @@ class Worker:
         self, settings: Settings, registry: Registry, tracing: Tracing | None = None
     ) -> None:
         self.settings = settings
+        self.names = settings.names
         self.registry = registry
         # Shown by the group's description (GET /cluster, `cerebelum cluster`): who owns what.
         self.worker_id = worker_identity(settings)
+        # Recorded on each step outcome (StepCompleted/StepFailed `worker`): the same name.
+        self.client_id = self.names.worker_client_id(self.worker_id)
         self.consumer = CommandConsumer(
-            kafka_config.consumer_config(settings, self.worker_id), self
+            kafka_config.consumer_config(settings, self.worker_id), self, self.names.commands
         )
         pause = settings.fault_pause_before_commit
         self.transactor = Transactor(
@@ -143,10 +140,11 @@ class Worker:
             lambda: self.consumer.group_metadata,
             self.consumer.refresh_metadata,
             Path(pause) if pause else None,
+            commands_topic=self.names.commands,
         )
         self._restore_config = kafka_config.restore_config(settings, self.worker_id)
         self._fence_config = kafka_config.fence_config(settings, self.worker_id)
-        self._transactional_id = worker_transactional_id(self.worker_id)
+        self._transactional_id = self.names.worker_transactional_id(self.worker_id)
         self._writer = self._transactional_id.encode()  # on each snapshot: who wrote it
         self._owner_record = orjson.dumps({"writer": self._transactional_id})
         self._owner_headers: Headers = [(HEADER_STATE_WRITER, self._writer)]
@@ -160,8 +158,9 @@ class Worker:
         # OpenTelemetry spans (None: off), built by the CLI from settings.traces_exporter.
         self.tracing = tracing
         self.runner = StepRunner(
-            settings.max_concurrent_steps, observe=self.metrics.step_ran, tracing=tracing
-        )
+            settings.max_concurrent_steps, observe=self.metrics.step_ran, tracing=tracing,
+            default_timeout=settings.step_timeout_s or None,
+        )  # fmt: skip
         self._assigned: set[int] = set()  # by the group; owned once restored
         self._queue: deque[tuple[PartitionState, Input]] = deque()
         self._paused: set[int] = set()  # partitions paused for backlog
@@ -193,6 +192,7 @@ class Worker:
             (self._commit_loop(), "commit-loop"),
             (self._timers.run(), "timers"),
             (self._report_progress(), "report"),
+            (elsewhere.watch(self.settings, self.registry), "elsewhere"),
         )
         for coro, name in tasks:
             task = loop.create_task(coro, name=name)
@@ -200,8 +200,9 @@ class Worker:
             self._tasks.append(task)
         self._started = True
         log.info(
-            "worker %s started; workflows: %s", self.worker_id, ", ".join(self.registry.names())
-        )
+            "worker %s started in namespace %s (group %s); workflows: %s", self.worker_id,
+            self.names.namespace, self.names.worker_group, ", ".join(self.registry.names()),
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Graceful stop: take no more input, let running steps settle, commit, leave."""
@@ -304,9 +305,11 @@ class Worker:
     async def _check_topics(self) -> None:
         """Wait for the broker (with backoff), then refuse topics that cannot be served."""
         delay = 1.0
+        names = self.names
+        topics = [names.commands, names.events, names.state, names.dlq]
         while True:
             try:
-                counts = await asyncio.to_thread(self.consumer.partition_counts, list(TOPICS), 10)
+                counts = await asyncio.to_thread(self.consumer.partition_counts, topics, 10)
                 break
             except KafkaException as exc:
                 log.warning(
@@ -315,9 +318,9 @@ class Worker:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        problems = [f"topic {t} is missing (run `cerebelum topics apply`)" for t in TOPICS
+        problems = [f"topic {t} is missing (run `cerebelum topics apply`)" for t in topics
                     if t not in counts]  # fmt: skip
-        problems += partition_count_problems(counts)
+        problems += partition_count_problems(counts, names=names)
         if problems:
             raise ClusterMisconfigured("; ".join(problems))
 
@@ -382,6 +385,7 @@ class Worker:
         self._work.set()
 
     def _report(self, ps: PartitionState, outcome: StepOutcome) -> None:
+        outcome.worker = self.client_id  # who ran it, shown in the execution's step table
         if not ps.released:  # else the partition moved on; its new owner re-runs the step
             self._enqueue(ps, outcome)
 
@@ -406,6 +410,7 @@ class Worker:
                     parts,
                     self.consumer.committed,
                     self.settings.transaction_timeout_ms / 1000 + 5,
+                    self.names.state,
                 )
                 for p in [p for p, offset in committed.items() if offset < 0]:
                     committed[p], _ = await asyncio.to_thread(
@@ -431,6 +436,8 @@ class Worker:
         for fire_at, execution_id, timer_id in restored.timers:
             self._timers.arm(ps, fire_at, execution_id, timer_id)
         for execution_id in restored.running:
+            self._enqueue(ps, Recover(execution_id))
+        for execution_id in versions_to_touch(restored, self.registry):
             self._enqueue(ps, Recover(execution_id))
         if seek:  # a restore after a failure: the consumer had read past the committed offset
             self.consumer.seek(p, offset)
@@ -465,7 +472,9 @@ class Worker:
                     await asyncio.sleep(wait)
                 last_start = time.monotonic()
                 inputs = self._take(1 if self._single else MAX_BATCH)
-                batch = decide_batch(inputs, self.registry, _now_ms(), PARTITIONS, self._writer)
+                batch = decide_batch(
+                    inputs, self.registry, _now_ms(), PARTITIONS, self._writer, self.names
+                )
                 announced = self._add_announcements(batch)
                 try:
                     await self._commit(batch)
@@ -495,7 +504,9 @@ class Worker:
                 del self._announce[p]
                 continue
             batch.records.append(
-                Record(TOPIC_STATE, p, STATE_OWNER_KEY, self._owner_record, self._owner_headers)
+                Record(
+                    self.names.state, p, STATE_OWNER_KEY, self._owner_record, self._owner_headers
+                )
             )
             batch.partitions[p] = ps
             batch.offsets.setdefault(p, ps.committed)
@@ -549,6 +560,14 @@ class Worker:
                 runner.submit(effect, functools.partial(self._report, ps), ps.partition)
             elif isinstance(effect, ArmTimer):
                 self._timers.arm(ps, effect.fire_at, effect.execution_id, effect.timer_id)
+        for p, state in batch.ended:
+            # Ended (cancelled, or failed in another branch) with steps still running: stop
+            # them; their outcomes would be ignored anyway.
+            if stopped := runner.cancel(state.id):
+                log.info(
+                    "execution %s ended (%s): stopped %d running step(s)", state.id,
+                    state.status, stopped, extra={"execution_id": state.id, "partition": p},
+                )  # fmt: skip
         if self.tracing is not None:
             for p, state in batch.ended:  # committed: emitted once, by this worker
                 self.tracing.execution_ended(state, p)
@@ -590,10 +609,11 @@ class Worker:
         ((ps, item),) = batch.inputs
         if isinstance(item, CommandRecord):
             # Without its value: the value may be what Kafka refused (the reason says why).
-            headers = dead_letter_headers(item, f"could not be recorded: {error}", None)
-            dead = Record(TOPIC_DLQ, ps.partition, item.key, b"", headers)
+            headers = dead_letter_headers(item, f"could not be recorded: {error}", None, self.names)
+            dead = Record(self.names.dlq, ps.partition, item.key, b"", headers)
             quarantined = Batch(
                 batch.inputs,
+                self.names,
                 records=[dead],
                 offsets={ps.partition: item.offset + 1},
                 dead_letters={"unrecordable": 1},
@@ -603,7 +623,7 @@ class Worker:
             message = f"could not record: {error}"
             failure = FailExecution(item.execution_id, "InternalError", message)
             quarantined = decide_batch(
-                [(ps, failure)], self.registry, _now_ms(), PARTITIONS, self._writer
+                [(ps, failure)], self.registry, _now_ms(), PARTITIONS, self._writer, self.names
             )
         log.error(
             "partition %d: quarantining %r: %s", ps.partition, item, error,
@@ -616,6 +636,30 @@ class Worker:
             await self._restore([ps])
             return
         self._install(quarantined)
+
+
+def versions_to_touch(restored: RestoredPartition, registry: Registry) -> list[str]:
+    """The restored executions to Recover for their version's sake (decisions.md §6), beside
+    those with a step in flight (recovered anyway): a blocked one this worker can now run or
+    migrate, and a parked one whose version it lacks (blocked at once, so the API shows it,
+    or migrated)."""
+    running = set(restored.running)
+    blocked = set(restored.blocked)
+    touch: list[str] = []
+    for (name, version), eids in restored.versions.items():
+        if registry.get(name, version) is not None:
+            wanted = [e for e in eids if e in blocked] if blocked else []
+        elif registry.can_resume(name, version):
+            wanted = eids  # a migration is declared: try it
+        elif registry.get(name) is not None:
+            # Parked ones to block, and blocked ones that may never have begun (their start
+            # was held): those start on the version here. A Recover of the others records
+            # nothing new.
+            wanted = eids
+        else:
+            wanted = [e for e in eids if e not in blocked]  # to block
+        touch += [e for e in wanted if e not in running]
+    return touch
 
 
 def worker_identity(settings: Settings) -> str:

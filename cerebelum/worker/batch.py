@@ -32,27 +32,35 @@ from typing import Any, NamedTuple, TypeAlias
 import orjson
 
 from cerebelum.constants import (
+    DEFAULT_NAMES,
     HEADER_DLQ_EXECUTION_ID,
     HEADER_DLQ_REASON,
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
     HEADER_STATE_RECOVERY,
+    HEADER_STATE_WORKFLOW,
     HEADER_STATE_WRITER,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-    TOPIC_STATE,
+    Names,
 )
-from cerebelum.core.commands import FailExecution, Recover, StepOutcome, TimerDue, parse_command
+from cerebelum.core.commands import (
+    FailExecution,
+    Recover,
+    StartExecution,
+    StepOutcome,
+    TimerDue,
+    child_ended_command,
+    parse_command,
+)
+from cerebelum.core.events import error_info
 from cerebelum.core.ids import home_partition
-from cerebelum.core.machine import Effect, decide
+from cerebelum.core.machine import Effect, SendCommand, decide
 from cerebelum.core.state import TERMINAL, Execution
 from cerebelum.core.workflow import Registry
 from cerebelum.errors import InvalidCommand, LimitExceeded, UnknownWorkflow
 from cerebelum.telemetry.metrics import Tally, count_events
 from cerebelum.worker.partition import PartitionState
-from cerebelum.worker.restore import RUNNING, recovery_header
+from cerebelum.worker.restore import FINISHED, RUNNING, recovery_header, workflow_header
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,8 @@ class Batch:
     """The decisions for some inputs: what to write, and what to do once it is committed."""
 
     inputs: list[tuple[PartitionState, Input]]
+    # The worker's namespace: the topics its records go to.
+    names: Names = DEFAULT_NAMES
     records: list[Record] = field(default_factory=list)
     # Partition -> the next command offset, for every partition the transaction writes for
     # or reads commands of (the offset commit is what carries the group's generation check).
@@ -116,11 +126,13 @@ def decide_batch(
     now: int,
     partitions: int,
     writer: bytes,
+    names: Names = DEFAULT_NAMES,
 ) -> Batch:
     """Decide `inputs` in order (they may name any owned partition) into one Batch. `writer`,
     the worker's transactional id, goes on each snapshot (a new owner fences it if it finds
-    a transaction of it left open)."""
-    batch = Batch(inputs)
+    a transaction of it left open). `names`: the worker's namespace; a command naming another
+    is dead-lettered."""
+    batch = Batch(inputs, names)
     working: dict[tuple[int, str], tuple[PartitionState, Execution]] = {}
     dumps = orjson.dumps
     for ps, item in inputs:
@@ -129,7 +141,7 @@ def decide_batch(
         if isinstance(item, CommandRecord):
             batch.offsets[p] = item.offset + 1
             try:
-                command: Any = parse_command(item.value)
+                command: Any = parse_command(item.value, names.namespace)
             except InvalidCommand as exc:
                 _dead_letter(batch, item, exc.reason, exc.execution_id, _kind(exc, "invalid"))
                 continue
@@ -148,6 +160,8 @@ def decide_batch(
             if isinstance(item, CommandRecord):
                 kind = _kind(exc, "refused")
                 _dead_letter(batch, item, exc.reason, command.execution_id, kind)
+                if isinstance(command, StartExecution) and command.parent is not None:
+                    _child_refused(batch, command, exc.reason, partitions)
             continue
         except Exception as exc:  # a bug costs this input, never the batch
             log.exception(
@@ -165,14 +179,39 @@ def decide_batch(
         if events and state is not None:
             working[key] = (ps, state)
             eid = state.id.encode()
-            batch.records.extend(Record(TOPIC_EVENTS, p, eid, v, None) for v in encoded)
+            batch.records.extend(Record(names.events, p, eid, v, None) for v in encoded)
             count_events(batch.recorded, events, state.workflow)
         batch.effects.extend((ps, effect) for effect in effects)
     for ps, state in working.values():
         _snapshot(batch, ps, state, now, registry, writer)
+    _send_commands(batch, partitions)
     for p, ps in batch.partitions.items():
         batch.offsets.setdefault(p, ps.committed)
     return batch
+
+
+def _send_commands(batch: Batch, partitions: int) -> None:
+    """Commands decided for other executions (children started or cancelled, a parent told of
+    its child's end) become records of this transaction, each on its target's home partition."""
+    sent = [e for _, e in batch.effects if isinstance(e, SendCommand)]
+    if not sent:
+        return
+    batch.effects = [(ps, e) for ps, e in batch.effects if not isinstance(e, SendCommand)]
+    for e in sent:
+        target = e.execution_id
+        home = home_partition(target, partitions)
+        batch.records.append(Record(batch.names.commands, home, target.encode(), e.value, None))
+
+
+def _child_refused(batch: Batch, start: StartExecution, reason: str, partitions: int) -> None:
+    """A child's start was dead-lettered (say, no worker here has its workflow): its parent
+    must hear it failed, or it would wait for ever."""
+    assert start.parent is not None
+    error = error_info("StartRefused", reason, types=["StartRefused"])
+    value = child_ended_command(start.parent, start.execution_id, "failed", None, error)
+    parent = start.parent["execution_id"]
+    home = home_partition(parent, partitions)
+    batch.records.append(Record(batch.names.commands, home, parent.encode(), value, None))
 
 
 def _home_problem(record: CommandRecord, execution_id: str, partitions: int) -> str | None:
@@ -225,20 +264,15 @@ def _snapshot(
         batch.effects = [(p, e) for p, e in batch.effects if e.execution_id != state.id]
         key = state.id.encode()
         batch.records.extend(
-            Record(TOPIC_EVENTS, ps.partition, key, orjson.dumps(e), None) for e in events
+            Record(batch.names.events, ps.partition, key, orjson.dumps(e), None) for e in events
         )
         value = orjson.dumps(state.snapshot())
         count_events(batch.recorded, events, state.workflow)
     recovery = recovery_header(state)
-    batch.records.append(
-        Record(
-            TOPIC_STATE,
-            ps.partition,
-            state.id.encode(),
-            value,
-            [(HEADER_STATE_RECOVERY, recovery), (HEADER_STATE_WRITER, writer)],
-        )
-    )
+    headers: Headers = [(HEADER_STATE_RECOVERY, recovery), (HEADER_STATE_WRITER, writer)]
+    if recovery != FINISHED:  # restore finds executions by version (decisions.md §6)
+        headers.append((HEADER_STATE_WORKFLOW, workflow_header(state)))
+    batch.records.append(Record(batch.names.state, ps.partition, state.id.encode(), value, headers))
     if recovery[:1] == RUNNING:
         batch.installs.append((ps, state.id, state))
     else:
@@ -265,20 +299,22 @@ def _dead_letter(
 ) -> None:
     log.warning(
         "partition %d offset %d: command sent to %s: %s",
-        record.partition, record.offset, TOPIC_DLQ, reason,
+        record.partition, record.offset, batch.names.dlq, reason,
         extra={"partition": record.partition, "execution_id": execution_id},
     )  # fmt: skip
-    headers = dead_letter_headers(record, reason, execution_id)
+    headers = dead_letter_headers(record, reason, execution_id, batch.names)
     value = record.value if record.value is not None else b""
-    batch.records.append(Record(TOPIC_DLQ, record.partition, record.key, value, headers))
+    batch.records.append(Record(batch.names.dlq, record.partition, record.key, value, headers))
     batch.dead_letters[kind] = batch.dead_letters.get(kind, 0) + 1
 
 
-def dead_letter_headers(record: CommandRecord, reason: str, execution_id: str | None) -> Headers:
+def dead_letter_headers(
+    record: CommandRecord, reason: str, execution_id: str | None, names: Names
+) -> Headers:
     """The headers of a DLQ record: why, where the command came from, whose it was."""
     headers: Headers = [
         (HEADER_DLQ_REASON, reason.encode()),
-        (HEADER_DLQ_SOURCE_TOPIC, TOPIC_COMMANDS.encode()),
+        (HEADER_DLQ_SOURCE_TOPIC, names.commands.encode()),
         (HEADER_DLQ_SOURCE_PARTITION, str(record.partition).encode()),
         (HEADER_DLQ_SOURCE_OFFSET, str(record.offset).encode()),
     ]

@@ -38,7 +38,6 @@ from typing import Any, Protocol, cast
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from cerebelum._librdkafka import take
-from cerebelum.constants import TOPIC_COMMANDS
 from cerebelum.worker.batch import CommandRecord
 
 log = logging.getLogger(__name__)
@@ -69,8 +68,9 @@ class Ownership(Protocol):
 
 
 class CommandConsumer:
-    def __init__(self, config: dict[str, Any], ownership: Ownership) -> None:
+    def __init__(self, config: dict[str, Any], ownership: Ownership, topic: str) -> None:
         self._ownership = ownership
+        self.topic = topic  # the namespace's commands topic
         self._consumer = Consumer(config)
         # Never subscribes: its committed() asks the group coordinator directly (with stable
         # offsets, as read_committed), without joining or touching the member's handle.
@@ -106,13 +106,13 @@ class CommandConsumer:
     # -- requests, served by the consumer's thread -------------------------------------------
 
     def pause(self, partitions: list[int]) -> None:
-        self._requests.put(lambda: self._consumer.pause(_tps(partitions)))
+        self._requests.put(lambda: self._consumer.pause(self._tps(partitions)))
 
     def resume(self, partitions: list[int]) -> None:
-        self._requests.put(lambda: self._consumer.resume(_tps(partitions)))
+        self._requests.put(lambda: self._consumer.resume(self._tps(partitions)))
 
     def seek(self, partition: int, offset: int) -> None:
-        tp = TopicPartition(TOPIC_COMMANDS, partition, offset)
+        tp = TopicPartition(self.topic, partition, offset)
         self._requests.put(lambda: self._consumer.seek(tp))
 
     @property
@@ -137,14 +137,14 @@ class CommandConsumer:
         """The group's committed offsets. Stable offsets: this waits while a transaction that
         commits offsets for these partitions is in flight. None committed: -1001."""
         with self._questions_lock:
-            positions = self._questions.committed(_tps(partitions), timeout)
+            positions = self._questions.committed(self._tps(partitions), timeout)
         return {tp.partition: tp.offset for tp in positions}
 
     def watermarks(self, partition: int, timeout: float) -> tuple[int, int]:
         """The partition's first and next offsets."""
         with self._questions_lock:
             low, high = self._questions.get_watermark_offsets(
-                TopicPartition(TOPIC_COMMANDS, partition), timeout
+                TopicPartition(self.topic, partition), timeout
             )
         return low, high
 
@@ -159,7 +159,7 @@ class CommandConsumer:
         consumer = self._consumer
         try:
             consumer.subscribe(
-                [TOPIC_COMMANDS],
+                [self.topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
@@ -257,6 +257,9 @@ class CommandConsumer:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(fn, *args)
 
+    def _tps(self, partitions: list[int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in partitions]
+
 
 # Settings of the group member that an unsubscribed reader of the group must not carry.
 _MEMBER_ONLY = frozenset(
@@ -268,7 +271,3 @@ _MEMBER_ONLY = frozenset(
         "heartbeat.interval.ms",
     }
 )
-
-
-def _tps(partitions: list[int]) -> list[TopicPartition]:
-    return [TopicPartition(TOPIC_COMMANDS, p) for p in partitions]

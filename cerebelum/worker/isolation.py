@@ -21,19 +21,23 @@ from typing import Any
 from cerebelum.core.commands import StepOutcome
 from cerebelum.core.events import error_info, exception_info, traceback_text
 from cerebelum.core.machine import RunStep
+from cerebelum.core.workflow import Pending
 
 # fork: the child must have the step's function and arguments, which may not pickle.
 _FORK = multiprocessing.get_context("fork")
 
 
-async def run_isolated(effect: RunStep) -> StepOutcome:
+async def run_isolated(effect: RunStep, default_timeout: float | None = None) -> StepOutcome:
+    """Run the step in a forked child, killed past its timeout. A heartbeat from the child
+    cannot reach this process, so an isolated run is bounded by its timeout alone."""
     step = effect.step
+    timeout = step.timeout or default_timeout
     receiver, sender = _FORK.Pipe(duplex=False)
     child = _FORK.Process(target=_child, args=(effect, sender), daemon=True)
     child.start()
     sender.close()
     try:
-        reply = await asyncio.to_thread(_wait, receiver, step.timeout)
+        reply = await asyncio.to_thread(_wait, receiver, timeout)
     finally:
         receiver.close()
         if child.is_alive():
@@ -43,7 +47,7 @@ async def run_isolated(effect: RunStep) -> StepOutcome:
     if reply is _TIMED_OUT:
         error = error_info(
             "StepTimeout",
-            f"step {step.name!r} did not finish within {step.timeout}s (isolated: killed)",
+            f"step {step.name!r} did not finish within {timeout}s (isolated: killed)",
             types=["StepTimeout", "TimeoutError"],
         )
     elif reply is _DIED:
@@ -55,6 +59,10 @@ async def run_isolated(effect: RunStep) -> StepOutcome:
         )
     else:
         ok, payload = reply
+        if ok and isinstance(payload, Pending):  # ctx.pending(): completed from outside
+            return StepOutcome(
+                effect.execution_id, step.name, effect.token, ok=True, pending=payload.timeout
+            )
         if ok:
             return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=payload)
         error, traceback = payload
@@ -99,7 +107,8 @@ def _child(effect: RunStep, sender: Connection) -> None:
         value = effect.step.fn(**effect.kwargs)
         if asyncio.iscoroutine(value):
             value = asyncio.run(value)
-        check_result(value)
+        if not isinstance(value, Pending):
+            check_result(value)
         reply: tuple[bool, Any] = (True, value)
     except BaseException as exc:  # noqa: BLE001 - the step's own failure is data
         reply = (False, (exception_info(exc), traceback_text(exc, outer=is_machinery)))

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from cerebelum.config import Settings
-from cerebelum.constants import WORKER_CLIENT_ID_PREFIX, WORKER_GROUP, worker_transactional_id
 from cerebelum.security.kafka import librdkafka_config
 from cerebelum.telemetry.logs import JSON
 
@@ -36,8 +35,8 @@ def common(settings: Settings, client_id: str) -> dict[str, Any]:
 def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
     config = {
         # The cluster view and the API's workflow directory name workers by this client id.
-        **common(settings, f"{WORKER_CLIENT_ID_PREFIX}{worker_id}"),
-        "group.id": WORKER_GROUP,
+        **common(settings, settings.names.worker_client_id(worker_id)),
+        "group.id": settings.names.worker_group,
         "enable.auto.commit": False,  # offsets are committed inside each transaction
         "enable.auto.offset.store": False,
         # Only committed commands; and the committed-offset fetch asks for stable offsets, so
@@ -69,11 +68,11 @@ def consumer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
 
 def producer_config(settings: Settings, worker_id: str) -> dict[str, Any]:
     return {
-        **common(settings, f"{WORKER_CLIENT_ID_PREFIX}{worker_id}"),
+        **common(settings, settings.names.worker_client_id(worker_id)),
         # One transactional id per worker process: a restarted worker with the same id (a
         # static member) fences its previous incarnation; zombies are fenced by the group
         # generation carried with the offsets (KIP-447), not by this id.
-        "transactional.id": worker_transactional_id(worker_id),
+        "transactional.id": settings.names.worker_transactional_id(worker_id),
         "acks": "all",
         # How long a transaction of a dead worker blocks the new owners of its partitions:
         # the coordinator aborts it after this (checked every

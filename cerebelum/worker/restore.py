@@ -29,9 +29,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from cerebelum._librdkafka import take
 from cerebelum.constants import (
     HEADER_STATE_RECOVERY,
+    HEADER_STATE_WORKFLOW,
     HEADER_STATE_WRITER,
     STATE_OWNER_KEY,
-    TOPIC_STATE,
 )
 from cerebelum.core.state import Execution
 
@@ -45,11 +45,16 @@ MAX_PARTITION_FETCH_BYTES = 16 * 1024 * 1024
 FINISHED = b"F"  # terminal: kept only to recognise a repeated start
 RUNNING = b"R"  # a step was in flight: decode and re-dispatch it at once
 PARKED = b"P"  # sleeping or waiting: nothing to do until a timer or a signal
+# Held for want of its version (decisions.md §6): nothing to do unless this worker has that
+# version (or a migration from it); its timers are re-armed when it resumes, so none are listed.
+BLOCKED = b"B"
 
 
 def recovery_header(ex: Execution) -> bytes:
     if ex.terminal:
         return FINISHED
+    if ex.blocked is not None:
+        return BLOCKED
     flag = RUNNING if ex.running else PARKED
     timers = b"".join(
         b"\n%d %s" % (t["fire_at"], timer_id.encode()) for timer_id, t in ex.timers.items()
@@ -65,6 +70,10 @@ class RestoredPartition:
     timers: list[tuple[int, str, str]] = field(default_factory=list)
     # Executions with a step in flight, to recover (re-dispatch) at once.
     running: list[str] = field(default_factory=list)
+    # Blocked executions (decisions.md §6), resumed at once if this worker can run them.
+    blocked: list[str] = field(default_factory=list)
+    # (workflow, version) -> its live executions (those whose state record names it).
+    versions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 class StateReader:
@@ -72,10 +81,13 @@ class StateReader:
     snapshot, its recovery header, and each partition's last writer (the transactional id on
     the newest record read). Blocking; one thread at a time."""
 
-    def __init__(self, kafka_config: dict[str, Any], partitions: list[int]) -> None:
+    def __init__(self, kafka_config: dict[str, Any], partitions: list[int], topic: str) -> None:
         self.partitions = partitions
+        self.topic = topic  # the namespace's state topic
         self._states: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
         self._headers: dict[int, dict[str, bytes | None]] = {p: {} for p in partitions}
+        self._workflows: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+        self._interned: dict[bytes, bytes] = {}
         self.writers: dict[int, str] = {}
         self.records = 0
         self._position = dict.fromkeys(partitions, 0)  # the next offset to read
@@ -97,9 +109,7 @@ class StateReader:
         )
         # Only asks for high watermarks: the end of what was written, committed or not.
         self._watermarks = Consumer({**reader, "isolation.level": "read_uncommitted"})
-        self._consumer.assign(
-            [TopicPartition(TOPIC_STATE, p, OFFSET_BEGINNING) for p in partitions]
-        )
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
 
     def close(self) -> None:
         self._consumer.close()
@@ -110,7 +120,7 @@ class StateReader:
         out = {}
         for p in self.partitions:
             _, high = self._watermarks.get_watermark_offsets(
-                TopicPartition(TOPIC_STATE, p), timeout, cached=False
+                TopicPartition(self.topic, p), timeout, cached=False
             )
             out[p] = high
         return out
@@ -130,6 +140,7 @@ class StateReader:
         ends = {p: eof_at[p] for p in self.partitions if eof_at[p] >= targets[p]}
         remaining = set(self.partitions) - set(ends)
         states, headers, position = self._states, self._headers, self._position
+        workflows, interned = self._workflows, self._interned
         while remaining:
             if deadline is not None and time.monotonic() > deadline:
                 break
@@ -152,7 +163,7 @@ class StateReader:
                 position[p] = cast(int, m.offset()) + 1
                 raw_key = cast(bytes, m.key())
                 if raw_key == STATE_OWNER_KEY:  # who owned the partition: not an execution
-                    _, writer = _headers_of(cast(Headers, m.headers()))
+                    _, writer, _ = _headers_of(cast(Headers, m.headers()))
                     if writer is not None:
                         self.writers[p] = writer
                     continue
@@ -161,10 +172,15 @@ class StateReader:
                 if value is None:  # a tombstone
                     states[p].pop(key, None)
                     headers[p].pop(key, None)
+                    workflows[p].pop(key, None)
                     continue
                 states[p][key] = value
-                recovery, writer = _headers_of(cast(Headers, m.headers()))
+                recovery, writer, workflow = _headers_of(cast(Headers, m.headers()))
                 headers[p][key] = recovery
+                if workflow is not None:  # one object per version, shared by its executions
+                    workflows[p][key] = interned.setdefault(workflow, workflow)
+                else:
+                    workflows[p].pop(key, None)
                 if writer is not None:
                     self.writers[p] = writer
         for p in remaining:
@@ -172,15 +188,19 @@ class StateReader:
         return ends
 
     def result(self) -> dict[int, RestoredPartition]:
-        return {p: _index(self._states[p], self._headers[p]) for p in self.partitions}
+        return {
+            p: _index(self._states[p], self._headers[p], self._workflows[p])
+            for p in self.partitions
+        }
 
 
 def restore_partitions(
-    kafka_config: dict[str, Any], partitions: list[int]
+    kafka_config: dict[str, Any], partitions: list[int], topic: str
 ) -> dict[int, RestoredPartition]:
-    """Every partition's executions, timers and in-flight executions, as committed now."""
+    """Every partition's executions, timers and in-flight executions, as committed now
+    (`topic`: the namespace's state topic)."""
     started = time.monotonic()
-    reader = StateReader(kafka_config, partitions)
+    reader = StateReader(kafka_config, partitions, topic)
     try:
         reader.read_to_stable_end()
         restored = reader.result()
@@ -214,20 +234,46 @@ def _header_of(snapshot: bytes) -> bytes | None:
         return None
 
 
-def _headers_of(headers: Headers) -> tuple[bytes | None, str | None]:
+def _headers_of(headers: Headers) -> tuple[bytes | None, str | None, bytes | None]:
     """A state record's recovery header (None if written before it existed: then the snapshot
-    is decoded once, in _index) and its writer's transactional id."""
-    recovery = writer = None
+    is decoded once, in _index), its writer's transactional id and its workflow header."""
+    recovery = writer = workflow = None
     for name, value in headers or ():
         if name == HEADER_STATE_RECOVERY:
             recovery = bytes(value)
         elif name == HEADER_STATE_WRITER:
             writer = bytes(value).decode()
-    return recovery, writer
+        elif name == HEADER_STATE_WORKFLOW:
+            workflow = bytes(value)
+    return recovery, writer, workflow
 
 
-def _index(table: dict[str, bytes], recovery: dict[str, bytes | None]) -> RestoredPartition:
+def workflow_header(ex: Execution) -> bytes:
+    """The workflow header of a live execution's state record: b"<workflow>\n<version>"
+    (one bytes object per version, made once: every transition writes it)."""
+    key = (ex.workflow, ex.workflow_version)
+    header = _WORKFLOW_HEADERS.get(key)
+    if header is None:
+        header = _WORKFLOW_HEADERS[key] = f"{key[0]}\n{key[1]}".encode()
+    return header
+
+
+# (workflow, version) -> its header; as many as the versions this worker has written for.
+_WORKFLOW_HEADERS: dict[tuple[str, str], bytes] = {}
+
+
+def _index(
+    table: dict[str, bytes],
+    recovery: dict[str, bytes | None],
+    workflows: dict[str, bytes] | None = None,
+) -> RestoredPartition:
     out = RestoredPartition(executions=dict(table))
+    versions: dict[bytes, list[str]] = {}
+    for eid, workflow in (workflows or {}).items():
+        versions.setdefault(workflow, []).append(eid)
+    for workflow, eids in versions.items():
+        name, _, version = workflow.decode(errors="replace").partition("\n")
+        out.versions[(name, version)] = eids
     for eid, maybe_header in recovery.items():
         header = maybe_header or _header_of(table[eid])
         if header is None:  # not a snapshot: skipped, so one bad record cannot stop a partition
@@ -237,6 +283,9 @@ def _index(table: dict[str, bytes], recovery: dict[str, bytes | None]) -> Restor
         flag = header[:1]
         if flag == RUNNING:
             out.running.append(eid)
+        elif flag == BLOCKED:
+            out.blocked.append(eid)
+            continue
         if flag != FINISHED and len(header) > 1:
             for line in header[2:].split(b"\n"):
                 fire_at, timer_id = line.split(b" ", 1)

@@ -2,7 +2,12 @@
 a step marked isolated (a crash suspect) in a child process (cerebelum.worker.isolation).
 
 Every run ends in exactly one StepOutcome handed to `report`, whatever the step does: a
-result, an exception, a timeout, or a result that cannot be encoded or is too large. A step
+result, an exception, a timeout, or a result that cannot be encoded or is too large. A run
+is bounded by its step's `timeout` (else the worker's default, CEREBELUM_STEP_TIMEOUT_S) and,
+for a step declared with `heartbeat_timeout`, by the silence since its last `ctx.heartbeat()`.
+When its execution ends meanwhile (cancelled, or failed in another branch), `cancel` stops
+the run: an async step's task is cancelled, a plain step sees `ctx.cancelled` (a thread cannot
+be stopped from outside) and its result is dropped; no outcome is reported. A step
 that raises is logged with its traceback, and the traceback (bounded) rides on the outcome
 into its StepFailed event.
 
@@ -18,9 +23,10 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,7 @@ import orjson
 from cerebelum.core.commands import StepOutcome
 from cerebelum.core.events import error_info, exception_info, traceback_text
 from cerebelum.core.machine import RunStep
+from cerebelum.core.workflow import Pending, StepContext, StepLive
 from cerebelum.errors import LimitExceeded
 from cerebelum.telemetry.logs import set_log_context
 from cerebelum.worker.isolation import run_isolated
@@ -54,6 +61,7 @@ class StepRunner:
         threads: int = 32,
         observe: Observe | None = None,
         tracing: Tracing | None = None,
+        default_timeout: float | None = None,
     ) -> None:
         # Plain (sync) steps block a thread each; 32 threads keep I/O-bound sync steps moving
         # without letting CPU-bound ones starve the event loop's own thread.
@@ -65,6 +73,9 @@ class StepRunner:
         self._closing = False
         self._observe = observe
         self._tracing = tracing
+        self._default_timeout = default_timeout
+        # The runs going on per execution, so that `cancel` can stop them.
+        self._by_execution: dict[str, set[tuple[asyncio.Task[None], StepLive | None]]] = {}
 
     def submit(self, effect: RunStep, report: Report, partition: int | None = None) -> None:
         """Run `effect` (on `partition`, named in its log lines) and hand `report` its outcome."""
@@ -72,7 +83,27 @@ class StepRunner:
             return
         task = asyncio.get_running_loop().create_task(self._run(effect, report, partition))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        ctx = effect.kwargs.get("ctx")
+        entry = (task, ctx.live if isinstance(ctx, StepContext) else None)
+        runs = self._by_execution.setdefault(effect.execution_id, set())
+        runs.add(entry)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            runs.discard(entry)
+            if not runs and self._by_execution.get(effect.execution_id) is runs:
+                del self._by_execution[effect.execution_id]
+
+        task.add_done_callback(done)
+
+    def cancel(self, execution_id: str) -> int:
+        """Stop the runs of an execution that has ended; how many there were."""
+        runs = self._by_execution.pop(execution_id, set())
+        for task, live in runs:
+            if live is not None:
+                live.cancelled = True
+            task.cancel()
+        return len(runs)
 
     @property
     def running(self) -> int:
@@ -89,9 +120,9 @@ class StepRunner:
             if self._tracing is not None:
                 outcome = await self._run_traced(effect, partition, self._tracing)
             elif effect.isolated:
-                outcome = await run_isolated(effect)
+                outcome = await run_isolated(effect, self._default_timeout)
             else:
-                outcome = await run_step(effect, self._pool)
+                outcome = await run_step(effect, self._pool, self._default_timeout)
             if self._observe is not None:
                 self._observe(effect.workflow, effect.step.name, time.perf_counter() - started)
         if not outcome.ok:
@@ -103,13 +134,15 @@ class StepRunner:
     ) -> StepOutcome:
         span = tracing.start_step(effect, partition)
         if span is None:  # tracing failed (and said so): the step runs all the same
-            return await (run_isolated(effect) if effect.isolated else run_step(effect, self._pool))
+            if effect.isolated:
+                return await run_isolated(effect, self._default_timeout)
+            return await run_step(effect, self._pool, self._default_timeout)
         token = tracing.activate(span)
         try:
             if effect.isolated:
-                outcome = await run_isolated(effect)
+                outcome = await run_isolated(effect, self._default_timeout)
             else:
-                outcome = await run_step(effect, self._pool)
+                outcome = await run_step(effect, self._pool, self._default_timeout)
         except asyncio.CancelledError:  # the worker stops: the next owner runs it again
             tracing.abandon_step(span)
             raise
@@ -131,8 +164,16 @@ class StepRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
+class HeartbeatTimeout(Exception):
+    """A run went longer than its step's heartbeat_timeout without a heartbeat."""
+
+
+async def run_step(
+    effect: RunStep, pool: ThreadPoolExecutor, default_timeout: float | None = None
+) -> StepOutcome:
     step = effect.step
+    timeout = step.timeout or default_timeout
+    ctx = effect.kwargs.get("ctx")
     try:
         if step.is_async:
             call = step.fn(**effect.kwargs)
@@ -141,7 +182,17 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
             call = asyncio.get_running_loop().run_in_executor(
                 pool, lambda: context.run(step.fn, **effect.kwargs)
             )
-        value = await asyncio.wait_for(call, step.timeout) if step.timeout else await call
+        if step.heartbeat_timeout and isinstance(ctx, StepContext):
+            value = await _watched(call, ctx.live, step.heartbeat_timeout, timeout)
+        else:
+            # asyncio.timeout, not wait_for: no task of its own per run (every run has a
+            # timeout now, the worker's default at least), just a timer on this one.
+            async with asyncio.timeout(timeout):
+                value = await call
+        if isinstance(value, Pending):  # ctx.pending(): completed later from outside
+            return StepOutcome(
+                effect.execution_id, step.name, effect.token, ok=True, pending=value.timeout
+            )
         check_result(value)
     except asyncio.CancelledError:
         raise
@@ -149,8 +200,17 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
         # A plain step's thread cannot be stopped: it runs on, and its result is dropped.
         error = error_info(
             "StepTimeout",
-            f"step {step.name!r} did not finish within {step.timeout}s",
+            f"step {step.name!r} did not finish within {timeout}s",
             types=["StepTimeout", "TimeoutError"],
+        )
+        return StepOutcome(effect.execution_id, step.name, effect.token, ok=False, error=error)
+    except HeartbeatTimeout:
+        live = ctx.live if isinstance(ctx, StepContext) else None
+        last = f"; its last heartbeat said {live.details!r}" if live and live.details else ""
+        error = error_info(
+            "StepHeartbeatTimeout",
+            f"step {step.name!r} sent no heartbeat for {step.heartbeat_timeout}s{last}"[:1000],
+            types=["StepHeartbeatTimeout", "StepTimeout", "TimeoutError"],
         )
         return StepOutcome(effect.execution_id, step.name, effect.token, ok=False, error=error)
     except Exception as exc:  # a step's own failure is data, recorded as StepFailed
@@ -159,6 +219,33 @@ async def run_step(effect: RunStep, pool: ThreadPoolExecutor) -> StepOutcome:
             traceback=traceback_text(exc, outer=is_machinery),
         )  # fmt: skip
     return StepOutcome(effect.execution_id, step.name, effect.token, ok=True, value=value)
+
+
+async def _watched(
+    call: Awaitable[Any], live: StepLive, heartbeat_timeout: float, timeout: float | None
+) -> Any:
+    """Await `call`, giving up when `live` has had no heartbeat for `heartbeat_timeout` s
+    (HeartbeatTimeout) or after `timeout` s in all (TimeoutError)."""
+    run = asyncio.ensure_future(call)
+    loop = asyncio.get_running_loop()
+    # The run's own clock: a heartbeat of a previous attempt's context does not count.
+    live.last_beat = time.monotonic()
+    end = loop.time() + timeout if timeout else math.inf
+    try:
+        while True:
+            silent_until = live.last_beat + heartbeat_timeout  # monotonic, as loop.time()
+            wake = min(silent_until, end)
+            done, _ = await asyncio.wait({run}, timeout=max(wake - loop.time(), 0))
+            if done:
+                return run.result()
+            now = loop.time()
+            if now >= end:
+                raise TimeoutError
+            if now >= live.last_beat + heartbeat_timeout:
+                raise HeartbeatTimeout
+    finally:
+        if not run.done():
+            run.cancel()  # an async step stops; a thread runs on, its result dropped
 
 
 # Where the frames that call a step come from: this package's worker and the standard library's

@@ -48,10 +48,12 @@ def take_over(
     partitions: list[int],
     committed: Committed,
     wait_s: float,
+    state_topic: str,
 ) -> tuple[dict[int, RestoredPartition], dict[int, int]]:
-    """The partitions' restored executions and committed offsets (-1001: none committed)."""
+    """The partitions' restored executions (read from `state_topic`, the namespace's) and
+    committed offsets (-1001: none committed)."""
     started = time.monotonic()
-    reader = StateReader(reader_config, partitions)
+    reader = StateReader(reader_config, partitions, state_topic)
     try:
         stable = reader.read_to_stable_end()
         ends = reader.high_watermarks(FENCE_TIMEOUT_S)

@@ -44,7 +44,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from cerebelum.constants import TOPIC_COMMANDS
 from cerebelum.errors import CerebelumError
 from cerebelum.worker.batch import Record
 
@@ -108,8 +107,12 @@ class Transactor:
         group_metadata: GroupMetadata,
         refresh_metadata: RefreshMetadata,
         pause_before_commit: Path | None = None,
+        *,
+        commands_topic: str,
     ) -> None:
         self._config = config
+        # The namespace's commands topic, whose offsets each transaction commits.
+        self._commands_topic = commands_topic
         self._group_metadata = group_metadata
         self._refresh_metadata = refresh_metadata
         # Tests only (fault injection): stop this process between the offsets and the commit.
@@ -208,7 +211,7 @@ class Transactor:
             # the AddOffsetsToTxn round no longer races this transaction's own
             # AddPartitionsToTxn (CONCURRENT_TRANSACTIONS, whose retry librdkafka fixes at
             # 20 ms), which measured ~1.5 retried requests per transaction the other way round.
-            positions = [TopicPartition(TOPIC_COMMANDS, p, o) for p, o in offsets.items()]
+            positions = [TopicPartition(self._commands_topic, p, o) for p, o in offsets.items()]
             self._offsets_since = time.monotonic()
             try:
                 self._retrying(

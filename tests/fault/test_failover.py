@@ -37,7 +37,7 @@ import pytest
 from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.client import Client, ExecutionResult, partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, WORKER_GROUP
+from cerebelum.constants import PARTITIONS
 from cerebelum.core.events import TERMINAL_EVENTS
 from cerebelum.worker.ranges import parse_ranges
 from tests.conftest import LOGS, ROOT, Processes, process_env
@@ -161,7 +161,7 @@ async def group_assignment(settings: Settings) -> list[frozenset[int]]:
     """The partitions of each member of the worker group, as the broker's coordinator sees them."""
     inspector = ClusterInspector(settings)
     try:
-        group = await inspector.describe(WORKER_GROUP, TOPIC_COMMANDS)
+        group = await inspector.describe(settings.names.worker_group, settings.names.commands)
     finally:
         await inspector.close()
     return [frozenset(m.partitions) for m in group.members]
@@ -444,13 +444,17 @@ Window = tuple[float, float]
 def rebalance_windows(members: list[Member], since: float) -> list[Window]:
     """Windows ending after `since`: each opens when a member is revoked or assigned partitions
     and closes when every member that has joined owns its partitions again."""
+    # Sorted by time, each member's lines kept in their logged order: a member logs "revoked" and
+    # then "owning" within the same millisecond when no transaction is in flight.
     marks = sorted(
-        (t, kind, i) for i, m in enumerate(members) for t, kind, _ in ownership_events(m)
+        (t, i, n, kind)
+        for i, m in enumerate(members)
+        for n, (t, kind, _) in enumerate(ownership_events(m))
     )
     state: dict[int, str] = {}
     windows: list[Window] = []
     opened: float | None = None
-    for t, kind, i in marks:
+    for t, i, _, kind in marks:
         state[i] = kind
         if kind != "owning" and opened is None:
             opened = t

@@ -39,17 +39,17 @@ import pytest
 
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import (
-    TOPIC_COMMANDS,
-    TOPIC_EVENTS,
-    TOPIC_STATE,
-    TOPIC_WORKFLOWS,
-    WORKER_GROUP,
-)
+from cerebelum.constants import DEFAULT_NAMES, DEFAULT_NAMESPACE
 from cerebelum.db.migrate import migrate
 from cerebelum.dev import cluster, kafka, postgres
 from tests.conftest import LOGS, ROOT, Processes, process_env
-from tests.helpers import API_HEADERS, api_settings, assert_gapless, end_offsets, events_since
+from tests.helpers import (
+    API_HEADERS,
+    api_settings,
+    assert_gapless,
+    end_offsets,
+    events_since,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -161,7 +161,13 @@ async def single_rig_settings(
 
     await apply_topics(one_broker.bootstrap, load_declarations())
     url = await new_database(own_postgres, "single")
-    return replace(settings, kafka_bootstrap=one_broker.bootstrap, database_url=url)
+    # Its own broker and database: the default namespace, as `topics apply` made them here.
+    return replace(
+        settings,
+        namespace=DEFAULT_NAMESPACE,
+        kafka_bootstrap=one_broker.bootstrap,
+        database_url=url,
+    )
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -366,7 +372,12 @@ def verify(rig: Rig) -> str:
 RECOVERY_BOUND_S = 90
 STEADY_S = 5
 INTERNAL_TOPICS = ["__consumer_offsets", "__transaction_state"]
-OUR_TOPICS = [TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_WORKFLOWS]
+OUR_TOPICS = [
+    DEFAULT_NAMES.commands,
+    DEFAULT_NAMES.events,
+    DEFAULT_NAMES.state,
+    DEFAULT_NAMES.workflows,
+]
 
 
 def group_coordinator(bootstrap: str) -> int | None:
@@ -375,7 +386,7 @@ def group_coordinator(bootstrap: str) -> int | None:
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        (future,) = admin.describe_consumer_groups([WORKER_GROUP]).values()
+        (future,) = admin.describe_consumer_groups([DEFAULT_NAMES.worker_group]).values()
         node_id: int = future.result(timeout=10).coordinator.id
         return node_id
     except Exception:  # noqa: BLE001 - any failure: kill another broker instead
@@ -393,7 +404,9 @@ async def test_three_brokers_one_killed_under_load(
     bootstrap = three_brokers.bootstrap
     await apply_topics(bootstrap, load_declarations(), replication_factor=3)
     url = await new_database(own_postgres, "three")
-    cluster_settings = replace(settings, kafka_bootstrap=bootstrap, database_url=url)
+    cluster_settings = replace(
+        settings, namespace=DEFAULT_NAMESPACE, kafka_bootstrap=bootstrap, database_url=url
+    )
 
     async with rig(cluster_settings, "three-brokers", tmp_path) as r:
         # Every topic, ours and the internal ones, replicated on all three, min ISR 2.

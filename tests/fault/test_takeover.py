@@ -124,7 +124,7 @@ async def test_a_zombie_stopped_before_its_commit_never_becomes_visible(
         done = await asyncio.gather(*(client.wait(e, timeout=120) for e in on_zombie))
         assert {r.status for r in done} == {"completed"}
         fencing = [line for log in logs[1:] for line in log.read_text().splitlines()
-                   if "fenced cerebelum-worker-" in line]  # fmt: skip
+                   if f"fenced {settings.names.transactional_id_prefix}" in line]  # fmt: skip
         assert fencing, "no survivor fenced the zombie's open transaction"
         lines_before = len(logs[0].read_text().splitlines())
     finally:

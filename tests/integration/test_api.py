@@ -22,7 +22,7 @@ from cerebelum.admin.workflows import publish_workflows, withdraw_workflows
 from cerebelum.api import create_app
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS
+from cerebelum.constants import PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import MAX_COMMAND_BYTES, parse_command
 from cerebelum.core.events import make_event
@@ -38,7 +38,6 @@ from tests.helpers import (
     API_HEADERS,
     JSON,
     api_settings,
-    in_process_api,
     wait_for_workers,
     worker_member,
 )
@@ -50,16 +49,8 @@ AT = 1_700_000_000_000
 
 
 @pytest.fixture(scope="module")
-async def api(
-    settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with in_process_api(settings, tmp_path_factory.mktemp("api")) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 async def pool(settings: Settings, database: None) -> AsyncIterator[asyncpg.Pool]:
-    p = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    p = await connect_pool(settings.namespace_database_url, min_size=1, max_size=2)
     yield p
     await p.close()
 
@@ -70,7 +61,7 @@ def new_id(prefix: str = "api") -> str:
 
 async def read_command(settings: Settings, execution_id: str, start: int) -> dict[str, Any]:
     """The start-command keyed `execution_id`, read back from its partition from `start`."""
-    tp = TopicPartition(TOPIC_COMMANDS, partition_for(execution_id))
+    tp = TopicPartition(settings.names.commands, partition_for(execution_id))
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed"
     )
@@ -103,7 +94,7 @@ async def test_start_produces_the_command_and_answers_202(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     eid = new_id()
-    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    tp = TopicPartition(settings.names.commands, partition_for(eid))
     start = (await end_offsets(settings, [tp]))[tp]
     response = await api.post(
         "/executions", json={"workflow": "order", "inputs": {"order_id": 7}, "execution_id": eid}
@@ -123,14 +114,14 @@ async def test_start_produces_the_command_and_answers_202(
 
 async def test_start_without_an_id_makes_one(api: httpx.AsyncClient, settings: Settings) -> None:
     starts = await end_offsets(
-        settings, [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+        settings, [TopicPartition(settings.names.commands, p) for p in range(PARTITIONS)]
     )
     response = await api.post("/executions", json={"workflow": "order"})
     assert response.status_code == 202, response.text
     body = response.json()
     assert len(body["execution_id"]) == 32
     assert body["partition"] == partition_for(body["execution_id"])
-    start = starts[TopicPartition(TOPIC_COMMANDS, body["partition"])]
+    start = starts[TopicPartition(settings.names.commands, body["partition"])]
     record = await read_command(settings, body["execution_id"], start)
     assert parse_command(record["value"]).inputs == {}
 
@@ -152,6 +143,8 @@ async def test_start_without_an_id_makes_one(api: httpx.AsyncClient, settings: S
         (b'{"workflow": "order", "execution_id": ""}', 422),
         (b'{"workflow": "order", "execution_id": "' + b"x" * 201 + b'"}', 422),
         (b'{"workflow": "order", "input": {}}', 422),
+        (b'{"workflow": "order", "execution_id": "schedule.nightly"}', 422),
+        (b'{"workflow": "order", "execution_id": "rate.call.k"}', 422),
     ],
 )
 async def test_malformed_start_requests_get_a_json_4xx(
@@ -175,7 +168,9 @@ async def test_a_start_over_the_size_limit_is_refused(api: httpx.AsyncClient) ->
 # --- queries --------------------------------------------------------------------------------------
 
 
-async def test_an_execution_and_its_events(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+async def test_an_execution_and_its_events(
+    settings: Settings, api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
     eid = new_id()
     workflow = f"wf-{uuid.uuid4().hex[:8]}"
     history = [
@@ -187,7 +182,7 @@ async def test_an_execution_and_its_events(api: httpx.AsyncClient, pool: asyncpg
     ]  # fmt: skip
     rows = sort_and_dedupe(decode_event(orjson.dumps(e), 9, i) for i, e in enumerate(history))
     async with pool.acquire() as conn:
-        await write_batch(conn, rows)
+        await write_batch(conn, rows, settings.names.mirrored_channel)
 
     response = await api.get(f"/executions/{eid}")
     assert response.status_code == 200
@@ -250,10 +245,16 @@ async def test_unknown_routes_and_methods_answer_json(api: httpx.AsyncClient) ->
     assert response.status_code == 405 and "error" in response.json()
 
 
-async def test_healthz(api: httpx.AsyncClient) -> None:
+async def test_healthz(settings: Settings, api: httpx.AsyncClient) -> None:
     response = await api.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "kafka": True, "database": True}
+    assert response.json() == {
+        "status": "ok",
+        "kafka": True,
+        "database": True,
+        "namespace": settings.namespace,  # the API serves its settings' namespace and says so
+    }
+    assert settings.namespace in (await api.get("/openapi.json")).json()["info"]["description"]
 
 
 async def test_signal_and_cancel_produce_commands(
@@ -262,11 +263,11 @@ async def test_signal_and_cancel_produce_commands(
     """POST signal and cancel of a running execution answer 202 and the commands reach
     cerebelum.commands."""
     eid = new_id("api-signal")
-    await write_history(pool, [
+    await write_history(settings, pool, [
         make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="approver", workflow_version="v",
                    inputs={}),
     ])  # fmt: skip
-    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    tp = TopicPartition(settings.names.commands, partition_for(eid))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
@@ -301,7 +302,7 @@ async def test_ids_and_names_outside_the_alphabet_are_422_with_the_reason(
     api: httpx.AsyncClient, settings: Settings, bad: str
 ) -> None:
     before = await end_offsets(
-        settings, [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+        settings, [TopicPartition(settings.names.commands, p) for p in range(PARTITIONS)]
     )
     segment = quote(bad, safe="")
     attempts = [
@@ -321,7 +322,7 @@ async def test_ids_and_names_outside_the_alphabet_are_422_with_the_reason(
         assert response.status_code == 422, (what, response.text)
         assert response.json()["error"] == id_problem(bad, what), response.text
     after = await end_offsets(
-        settings, [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+        settings, [TopicPartition(settings.names.commands, p) for p in range(PARTITIONS)]
     )
     assert after == before
 
@@ -329,12 +330,14 @@ async def test_ids_and_names_outside_the_alphabet_are_422_with_the_reason(
 # --- issue 8, item 8: mistakes the API can know about are refused at once ------------------------
 
 
-async def write_history(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
+async def write_history(
+    settings: Settings, pool: asyncpg.Pool, events: list[dict[str, Any]]
+) -> None:
     eid = events[0]["execution_id"]
     rows = sort_and_dedupe(decode_event(orjson.dumps(e), partition_for(eid), i)
                            for i, e in enumerate(events))  # fmt: skip
     async with pool.acquire() as conn:
-        await write_batch(conn, rows)
+        await write_batch(conn, rows, settings.names.mirrored_channel)
 
 
 async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
@@ -344,7 +347,7 @@ async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
     await publish_workflows(settings, worker_id, Registry([w3, order]))
     try:
         async with worker_member(settings, worker_id):
-            await wait_for_workers(settings, {f"cerebelum-worker:{worker_id}"})
+            await wait_for_workers(settings, {settings.names.worker_client_id(worker_id)})
             eid = new_id()
             response = await api.post("/executions", json={"workflow": "w4", "execution_id": eid})
             assert response.status_code == 409, response.text
@@ -360,7 +363,9 @@ async def test_a_start_naming_a_workflow_no_live_worker_runs_is_409(
             listed = (await api.get("/workflows")).json()
             assert listed["complete"] is True and worker_id in listed["live_workers"]
             by_name = {w["name"]: w for w in listed["workflows"]}
-            [version] = by_name["order"]["versions"]
+            # (Versions no live worker runs follow, if they have live executions: blocked.)
+            [version, *others] = by_name["order"]["versions"]
+            assert all(v["workers"] == [] and v["live_executions"] for v in others), others
             assert version["version"] == order.version and version["newest"] is True
             assert version["workers"] == [worker_id]
             assert version["graph"] == orjson.loads(orjson.dumps(order.graph()))
@@ -391,12 +396,12 @@ async def test_signal_or_cancel_of_an_ended_execution_is_409(
     api: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     eid = new_id("api-ended")
-    await write_history(pool, [
+    await write_history(settings, pool, [
         make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="w3", workflow_version="v",
                    inputs={}),
         make_event(eid, 2, ev.EXECUTION_CANCELLED, AT + 1, reason="by hand"),
     ])  # fmt: skip
-    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    tp = TopicPartition(settings.names.commands, partition_for(eid))
     before = await end_offsets(settings, [tp])
     for path in (f"/executions/{eid}/signals/approval", f"/executions/{eid}/cancel"):
         response = await api.post(path, json={})
@@ -447,13 +452,23 @@ async def test_the_openapi_documents_every_status(api: httpx.AsyncClient) -> Non
     def statuses(path: str, method: str) -> set[str]:
         return set(paths[path][method]["responses"])
 
-    assert statuses("/executions", "post") >= {"202", "400", "409", "413", "422", "503"}
+    assert statuses("/executions", "post") >= {"202", "400", "409", "410", "413", "422", "503"}
     signal = "/executions/{execution_id}/signals/{name}"
     assert statuses(signal, "post") >= {"202", "400", "404", "409", "413", "422", "503"}
     cancel = "/executions/{execution_id}/cancel"
     assert statuses(cancel, "post") >= {"202", "400", "404", "409", "422", "503"}
-    for path in ("/executions/{execution_id}", "/executions/{execution_id}/events"):
-        assert statuses(path, "get") >= {"200", "404", "422", "503"}
+    for path in ("/executions/{execution_id}", "/executions/{execution_id}/events",
+                 "/executions/{execution_id}/state"):  # fmt: skip
+        assert statuses(path, "get") >= {"200", "404", "410", "422", "503"}
+    # Links (for clients and schemathesis's stateful phase): a start's id into its reads.
+    operation_ids = {op["operationId"]: (path, method) for path, ops in paths.items()
+                     for method, op in ops.items()}  # fmt: skip
+    links = paths["/executions"]["post"]["responses"]["202"]["links"]
+    assert {operation_ids[link["operationId"]] for link in links.values()} == {
+        ("/executions/{execution_id}", "get"), ("/executions/{execution_id}/events", "get"),
+        ("/executions/{execution_id}/state", "get")}  # fmt: skip
+    [dlq] = paths["/dlq"]["get"]["responses"]["200"]["links"].values()
+    assert operation_ids[dlq["operationId"]] == ("/dlq/{dead_letter_id}", "get")
     assert statuses("/healthz", "get") >= {"200", "503"}
     assert statuses("/cluster", "get") >= {"200", "503"}
     error = paths["/executions"]["post"]["responses"]["409"]["content"]["application/json"]
@@ -478,7 +493,12 @@ async def test_the_api_starts_without_kafka_and_recovers(
         ) as http:
             response = await http.get("/healthz")
             assert response.status_code == 503
-            assert response.json() == {"status": "degraded", "kafka": False, "database": True}
+            assert response.json() == {
+                "status": "degraded",
+                "kafka": False,
+                "database": True,
+                "namespace": settings.namespace,
+            }
             response = await http.post("/executions", json={"workflow": "w3"})
             assert response.status_code == 503 and "Kafka" in response.json()["error"]
             assert "execution_id" in response.json()
@@ -524,9 +544,9 @@ async def forwarder(port: int, host: str, target: int) -> AsyncIterator[None]:
 
 
 async def test_read_your_writes(
-    api: httpx.AsyncClient, processes: Processes, pool: asyncpg.Pool
+    api: httpx.AsyncClient, processes: Processes, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    processes.worker()
+    worker = processes.worker()
     processes.mirror()
     # A start that waits until the mirror has the execution: the row comes with the 202.
     eid = new_id("ryw")
@@ -542,7 +562,8 @@ async def test_read_your_writes(
     assert waiting.status_code == 200 and waiting.json()["status"] == "waiting"
     assert waiting.json()["until"] == {"condition": "waiting", "met": True}
     listeners = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"cerebelum_mirrored\"'"
+        "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+        f'LISTEN "{settings.names.mirrored_channel}"',
     )
     assert listeners >= 1
     not_yet = await api.get(f"/executions/{eid}", params={"until": "terminal", "timeout": 0.5})
@@ -558,6 +579,15 @@ async def test_read_your_writes(
     assert signal.status_code == 202, signal.text
     done = await finished
     assert done.json()["status"] == "completed" and done.json()["until"]["met"] is True
+    # Who ran each step: the worker, named as the partition grid (/cluster, "owner") names it.
+    ran_by = settings.names.worker_client_id(f"{socket.gethostname()}:{worker.pid}")
+    steps = {s["step"]: s for s in done.json()["steps"]}
+    assert [r["worker"] for r in steps["ask"]["runs"]] == [ran_by]
+    assert steps["after_approval"]["worker"] == ran_by
+    assert [r["worker"] for r in steps["decision"]["runs"]] == [None]  # a wait: no worker ran it
+    assert done.json()["owner"] in (ran_by, None)  # None: the group description was slow
+    described = await acli(settings, "describe", eid)
+    assert described.returncode == 0 and ran_by in described.stdout, described.stdout
 
     # A GET right after an acknowledged start never answers 404: it waits for the mirror.
     for _ in range(5):
@@ -569,3 +599,47 @@ async def test_read_your_writes(
 
     bad = await api.get(f"/executions/{eid}", params={"until": "finished"})
     assert bad.status_code == 422
+
+
+async def test_completions_send_a_complete_step_command(
+    api: httpx.AsyncClient, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """POST /completions of a live execution answers 202 and its CompleteStep reaches
+    cerebelum.commands; a bad token or both a result and an error are 422."""
+    eid = new_id("api-complete")
+    await write_history(settings, pool, [
+        make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="handoff", workflow_version="v",
+                   inputs={}),
+    ])  # fmt: skip
+    tp = TopicPartition(settings.names.commands, partition_for(eid))
+    start = (await end_offsets(settings, [tp]))[tp]
+    token = f"{eid}/hand_off/2"
+    r = await api.post("/completions", json={"token": token, "result": {"signed_by": "ana"}})
+    assert r.status_code == 202 and r.json()["completion"] == "hand_off"
+    error = {"type": "Declined", "message": "no"}
+    r = await api.post("/completions", json={"token": token, "error": error})
+    assert r.status_code == 202 and r.json()["outcome"] == "error"
+    for body in (
+        {"token": "not-a-token", "result": 1},
+        {"token": token, "result": 1, "error": error},
+        {"token": token, "error": {"message": "no type"}},
+    ):
+        r = await api.post("/completions", json=body)
+        assert r.status_code == 422 and "error" in r.json(), body
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len(seen) < 2:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen += [orjson.loads(m.value) for m in records if m.key == eid.encode()]
+    finally:
+        await consumer.stop()
+    assert [(c["type"], c["step"], c["token"]) for c in seen] == [
+        ("CompleteStep", "hand_off", 2),
+        ("CompleteStep", "hand_off", 2),
+    ]
+    assert seen[0]["result"] == {"signed_by": "ana"} and seen[1]["error"] == error

@@ -21,7 +21,6 @@ from cerebelum.core.events import make_event
 from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
 from cerebelum.mirror.store import write_batch
-from tests.helpers import in_process_api
 from tests.integration.test_cli import acli
 
 pytestmark = pytest.mark.integration
@@ -31,26 +30,20 @@ GOLDEN = Path(__file__).parent.parent / "golden" / "order-approved.json"
 
 
 @pytest.fixture(scope="module")
-async def api(
-    settings: Settings, topics: None, database: None, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with in_process_api(settings, tmp_path_factory.mktemp("api")) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 async def pool(settings: Settings, database: None) -> AsyncIterator[asyncpg.Pool]:
-    p = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    p = await connect_pool(settings.namespace_database_url, min_size=1, max_size=2)
     yield p
     await p.close()
 
 
-async def mirror(pool: asyncpg.Pool, history: list[dict[str, Any]], partition: int = 5) -> None:
+async def mirror(
+    settings: Settings, pool: asyncpg.Pool, history: list[dict[str, Any]], partition: int = 5
+) -> None:
     rows = sort_and_dedupe(
         decode_event(orjson.dumps(e), partition, i) for i, e in enumerate(history)
     )
     async with pool.acquire() as conn:
-        await write_batch(conn, rows)
+        await write_batch(conn, rows, settings.names.mirrored_channel)
 
 
 def history(eid: str, workflow: str, at: int, inputs: Any, end: str | None) -> list[dict[str, Any]]:
@@ -68,7 +61,7 @@ def history(eid: str, workflow: str, at: int, inputs: Any, end: str | None) -> l
 
 
 @pytest.fixture(scope="module")
-async def population(pool: asyncpg.Pool) -> dict[str, Any]:
+async def population(settings: Settings, pool: asyncpg.Pool) -> dict[str, Any]:
     """25 executions of one new workflow, started a second apart (ids shuffled against the
     start order); the even ones completed, the odd ones still running."""
     workflow = f"lists-{uuid.uuid4().hex[:8]}"
@@ -78,7 +71,7 @@ async def population(pool: asyncpg.Pool) -> dict[str, Any]:
         ids.append(eid)
         inputs = {"n": n, "customer": f"c-{n % 3}", "tags": {"tier": "gold" if n < 5 else "std"}}
         end = "completed" if n % 2 == 0 else None
-        await mirror(pool, history(eid, workflow, AT + n * 1000, inputs, end))
+        await mirror(settings, pool, history(eid, workflow, AT + n * 1000, inputs, end))
     return {"workflow": workflow, "ids": ids}  # ids[n] started at AT + n s
 
 
@@ -109,12 +102,12 @@ async def test_pages_cover_every_execution_once_newest_first(
 
 
 async def test_a_page_is_stable_while_newer_executions_arrive(
-    api: httpx.AsyncClient, population: dict[str, Any], pool: asyncpg.Pool
+    settings: Settings, api: httpx.AsyncClient, population: dict[str, Any], pool: asyncpg.Pool
 ) -> None:
     workflow = population["workflow"]
     first = (await api.get("/executions", params={"workflow": workflow, "limit": 5})).json()
     newer = f"{workflow}-newer-{uuid.uuid4().hex[:6]}"
-    await mirror(pool, history(newer, workflow, AT + 10**6, {"n": 99}, None))
+    await mirror(settings, pool, history(newer, workflow, AT + 10**6, {"n": 99}, None))
     params = {"workflow": workflow, "limit": 5, "cursor": first["next_cursor"]}
     try:
         second = (await api.get("/executions", params=params)).json()
@@ -187,11 +180,11 @@ async def test_a_cursor_belongs_to_its_order(
 
 
 async def test_the_state_at_every_version_is_the_cores_fold(
-    api: httpx.AsyncClient, pool: asyncpg.Pool
+    settings: Settings, api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     eid = f"travel-{uuid.uuid4().hex}"
     golden = [{**e, "execution_id": eid} for e in json.loads(GOLDEN.read_text())]
-    await mirror(pool, golden)
+    await mirror(settings, pool, golden)
     for version in range(1, len(golden) + 1):
         response = await api.get(f"/executions/{eid}/state", params={"version": version})
         assert response.status_code == 200, response.text
@@ -205,10 +198,10 @@ async def test_the_state_at_every_version_is_the_cores_fold(
 
 
 async def test_the_difference_between_two_versions(
-    api: httpx.AsyncClient, pool: asyncpg.Pool
+    settings: Settings, api: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     eid = f"travel-{uuid.uuid4().hex}"
-    await mirror(pool, history(eid, "wf-diff", AT, {"n": 1}, "completed"))
+    await mirror(settings, pool, history(eid, "wf-diff", AT, {"n": 1}, "completed"))
     body = (await api.get(f"/executions/{eid}/state", params={"diff": "2..4"})).json()
     assert (body["from_version"], body["to_version"]) == (2, 4)
     changes = {c["path"]: c for c in body["changes"]}
@@ -233,10 +226,15 @@ async def test_the_difference_between_two_versions(
     ],
 )
 async def test_time_travel_refusals(
-    api: httpx.AsyncClient, pool: asyncpg.Pool, query: dict[str, str], status: int, says: str
+    settings: Settings,
+    api: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    query: dict[str, str],
+    status: int,
+    says: str,
 ) -> None:
     eid = f"travel-{uuid.uuid4().hex}"
-    await mirror(pool, history(eid, "wf-refusals", AT, {"n": 1}, "completed"))
+    await mirror(settings, pool, history(eid, "wf-refusals", AT, {"n": 1}, "completed"))
     response = await api.get(f"/executions/{eid}/state", params=query)
     assert response.status_code == status, response.text
     assert says in response.json()["error"]
@@ -262,7 +260,7 @@ async def test_the_cli_lists_pages_describes_and_travels(
 
     eid = f"travel-{uuid.uuid4().hex}"
     golden = [{**e, "execution_id": eid} for e in json.loads(GOLDEN.read_text())]
-    await mirror(pool, golden)
+    await mirror(settings, pool, golden)
     described = await acli(settings, "describe", eid)
     assert described.returncode == 0, described.stderr
     assert "approval" in described.stdout and "completed" in described.stdout

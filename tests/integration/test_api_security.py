@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cerebelum.api import create_app
 from cerebelum.client import partition_for
 from cerebelum.config import ApiSettings, Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS
+from cerebelum.constants import PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.events import make_event
 from cerebelum.db import connect_pool
@@ -65,14 +65,14 @@ async def open_api(
 async def running(settings: Settings, database: None) -> str:
     """An execution PostgreSQL shows running: a signal or cancel of it would be accepted."""
     eid = f"sec-{uuid.uuid4().hex}"
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
+    pool = await connect_pool(settings.namespace_database_url, min_size=1, max_size=1)
     try:
         event = make_event(eid, 1, ev.EXECUTION_STARTED, AT, workflow="approver",
                            workflow_version="v", inputs={})  # fmt: skip
         rows = sort_and_dedupe([decode_event(orjson.dumps(event),
                                              partition_for(eid), 0)])  # fmt: skip
         async with pool.acquire() as conn:
-            await write_batch(conn, rows)
+            await write_batch(conn, rows, settings.names.mirrored_channel)
     finally:
         await pool.close()
     return eid
@@ -82,7 +82,7 @@ async def command_offsets(settings: Settings) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        tps = [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(settings.names.commands, p) for p in range(PARTITIONS)]
         return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
@@ -257,7 +257,7 @@ async def test_integers_within_64_bits_travel_exactly(
     api: httpx.AsyncClient, settings: Settings
 ) -> None:
     eid = f"sec-int-{uuid.uuid4().hex}"
-    tp = TopicPartition(TOPIC_COMMANDS, partition_for(eid))
+    tp = TopicPartition(settings.names.commands, partition_for(eid))
     start = (await command_offsets(settings))[tp]
     body = b'{"workflow": "w3", "execution_id": "%s", "inputs": {"big": 18446744073709551615}}'
     response = await api.post(

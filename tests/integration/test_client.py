@@ -24,8 +24,7 @@ from cerebelum.constants import (
     HEADER_DLQ_SOURCE_OFFSET,
     HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
+    Names,
 )
 from cerebelum.core.commands import signal_command, start_command
 from cerebelum.core.ids import id_problem
@@ -48,6 +47,7 @@ async def producer(settings: Settings, topics: None) -> AsyncIterator[AIOKafkaPr
 
 async def dead_letter(
     producer: AIOKafkaProducer,
+    names: Names,
     value: bytes,
     reason: str,
     *,
@@ -58,13 +58,13 @@ async def dead_letter(
     """A DLQ record as a worker writes it: the command's value and key, the reason and origin."""
     headers = [
         (HEADER_DLQ_REASON, reason.encode()),
-        (HEADER_DLQ_SOURCE_TOPIC, TOPIC_COMMANDS.encode()),
+        (HEADER_DLQ_SOURCE_TOPIC, names.commands.encode()),
         (HEADER_DLQ_SOURCE_PARTITION, str(source[0]).encode()),
         (HEADER_DLQ_SOURCE_OFFSET, str(source[1]).encode()),
     ]
     if execution_id is not None:
         headers.append((HEADER_DLQ_EXECUTION_ID, execution_id.encode()))
-    await producer.send_and_wait(TOPIC_DLQ, value, key, partition=source[0], headers=headers)
+    await producer.send_and_wait(names.dlq, value, key, partition=source[0], headers=headers)
 
 
 # --- item 2: the id alphabet ----------------------------------------------------------------------
@@ -74,7 +74,7 @@ async def dead_letter(
 async def test_bad_ids_are_refused_before_producing(
     settings: Settings, client: Client, bad: str
 ) -> None:
-    before = await end_offsets(settings, TOPIC_COMMANDS)
+    before = await end_offsets(settings, settings.names.commands)
     attempts: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("execution_id", lambda: client.start("w3", {}, bad)),
         ("execution_id", lambda: client.signal(bad, "approval")),
@@ -91,7 +91,19 @@ async def test_bad_ids_are_refused_before_producing(
         assert isinstance(caught.value, InvalidId) and isinstance(caught.value, ValueError)
         assert str(caught.value) == id_problem(bad, what)
         assert (caught.value.what, caught.value.value) == (what, bad)
-    assert await end_offsets(settings, TOPIC_COMMANDS) == before
+    assert await end_offsets(settings, settings.names.commands) == before
+
+
+async def test_ids_of_schedules_and_limiters_are_refused_before_producing(
+    settings: Settings, client: Client
+) -> None:
+    from cerebelum.errors import InvalidId
+
+    before = await end_offsets(settings, settings.names.commands)
+    for eid in ("schedule.nightly", "concurrency.order.c-1", "rate.call.k"):
+        with pytest.raises(InvalidId, match="reserved for schedules and limiters"):
+            await client.start("w3", {}, eid)
+    assert await end_offsets(settings, settings.names.commands) == before
 
 
 # --- item 8c: a dead-lettered command is an error, not a timeout ----------------------------------
@@ -103,24 +115,38 @@ async def test_run_fails_at_once_when_its_start_is_dead_lettered(
     """The client knows where its start landed: only the DLQ record of that command fails it."""
     eid = unique("rejected")
     p = partition_for(eid)
-    before = await end_offsets(settings, TOPIC_COMMANDS)
+    before = await end_offsets(settings, settings.names.commands)
     start = asyncio.ensure_future(client.run("no-such-workflow", {}, eid, timeout=30))
     async with asyncio.timeout(10):
-        while (await end_offsets(settings, TOPIC_COMMANDS)) == before:
+        while (await end_offsets(settings, settings.names.commands)) == before:
             await asyncio.sleep(0.05)
-    offset = next(o for tp, o in (await end_offsets(settings, TOPIC_COMMANDS)).items()
+    offset = next(o for tp, o in (await end_offsets(settings, settings.names.commands)).items()
                   if tp.partition == p) - 1  # fmt: skip
     value = start_command(eid, "no-such-workflow", {})
 
     # Someone else's command for the same id, dead-lettered: not the one this client sent.
-    await dead_letter(producer, value, "wrong partition", key=None, execution_id=eid,
-                      source=((p + 1) % 64, 7))  # fmt: skip
+    await dead_letter(
+        producer,
+        settings.names,
+        value,
+        "wrong partition",
+        key=None,
+        execution_id=eid,
+        source=((p + 1) % 64, 7),
+    )
     await asyncio.sleep(1.5)
     assert not start.done()
 
     began = time.monotonic()
-    await dead_letter(producer, value, "unknown workflow 'no-such-workflow'", key=eid.encode(),
-                      execution_id=eid, source=(p, offset))  # fmt: skip
+    await dead_letter(
+        producer,
+        settings.names,
+        value,
+        "unknown workflow 'no-such-workflow'",
+        key=eid.encode(),
+        execution_id=eid,
+        source=(p, offset),
+    )
     with pytest.raises(CerebelumError) as caught:
         await start
     assert time.monotonic() - began < 10
@@ -143,15 +169,36 @@ async def test_wait_fails_on_a_dead_lettered_start_from_anyone(
     }
     await asyncio.sleep(0.2)
 
-    await dead_letter(producer, signal_command(by_header, "approval", None), "payload too large",
-                      key=by_header.encode(), execution_id=by_header, source=(3, 1))  # fmt: skip
+    await dead_letter(
+        producer,
+        settings.names,
+        signal_command(by_header, "approval", None),
+        "payload too large",
+        key=by_header.encode(),
+        execution_id=by_header,
+        source=(3, 1),
+    )
     await asyncio.sleep(1.5)
     assert not waits[by_header].done()
 
-    await dead_letter(producer, start_command(by_header, "nope", {}), "unknown workflow 'nope'",
-                      key=None, execution_id=by_header, source=(3, 2))  # fmt: skip
-    await dead_letter(producer, b"{not json", "value is not valid JSON",
-                      key=by_key.encode(), execution_id=None, source=(4, 9))  # fmt: skip
+    await dead_letter(
+        producer,
+        settings.names,
+        start_command(by_header, "nope", {}),
+        "unknown workflow 'nope'",
+        key=None,
+        execution_id=by_header,
+        source=(3, 2),
+    )
+    await dead_letter(
+        producer,
+        settings.names,
+        b"{not json",
+        "value is not valid JSON",
+        key=by_key.encode(),
+        execution_id=None,
+        source=(4, 9),
+    )
     for eid, reason in (
         (by_header, "unknown workflow 'nope'"),
         (by_key, "value is not valid JSON"),
@@ -165,8 +212,15 @@ async def test_a_rejection_before_wait_is_kept(
     settings: Settings, client: Client, producer: AIOKafkaProducer, unique
 ) -> None:
     eid = unique("early")
-    await dead_letter(producer, start_command(eid, "nope", {}), "unknown workflow 'nope'",
-                      key=eid.encode(), execution_id=eid, source=(5, 5))  # fmt: skip
+    await dead_letter(
+        producer,
+        settings.names,
+        start_command(eid, "nope", {}),
+        "unknown workflow 'nope'",
+        key=eid.encode(),
+        execution_id=eid,
+        source=(5, 5),
+    )
     await asyncio.sleep(1.5)  # the listener has seen it
     with pytest.raises(CerebelumError, match="unknown workflow 'nope'"):
         await client.wait(eid, timeout=5)

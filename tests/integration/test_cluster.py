@@ -68,7 +68,7 @@ async def test_two_workers_own_32_partitions_each_and_executions_name_their_owne
     workers = [processes.worker(), processes.worker()]
     processes.mirror()
     host = socket.gethostname()
-    client_ids = {f"cerebelum-worker:{host}:{w.pid}" for w in workers}
+    client_ids = {settings.names.worker_client_id(f"{host}:{w.pid}") for w in workers}
 
     async def get_view() -> dict[str, Any]:
         response = await api.get("/cluster")
@@ -84,9 +84,13 @@ async def test_two_workers_own_32_partitions_each_and_executions_name_their_owne
     owned = sorted(p for w in view["workers"] for p in w["partitions"])
     assert owned == list(range(64))
     for w in view["workers"]:
-        assert w["member_id"] and w["client_id"].startswith("cerebelum-worker:") and w["host"]
+        assert (
+            w["member_id"]
+            and w["client_id"].startswith(settings.names.worker_client_id_prefix)
+            and w["host"]
+        )
         assert all(view["partitions"][p]["owner"] == w["client_id"] for p in w["partitions"])
-    assert view["mirror"]["group"] == "cerebelum-mirror"
+    assert view["mirror"]["group"] == settings.names.mirror_group
 
     # A completed execution: its row names its partition and that partition's owner.
     eid = unique("cluster-w3")

@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from playwright.async_api import async_playwright
 
 from cerebelum.config import Settings
 from cerebelum.core import events as ev
+from cerebelum.core.commands import start_command
 from cerebelum.core.events import make_event
 from cerebelum.db import connect_pool
 from cerebelum.mirror.fold import decode_event, sort_and_dedupe
@@ -66,7 +68,7 @@ async def browser() -> AsyncIterator[object]:
 
 async def seed(settings: Settings, workflow: str, n: int) -> None:
     """`n` finished executions of `workflow`, written as the mirror writes them."""
-    pool = await connect_pool(settings.database_url, max_size=1)
+    pool = await connect_pool(settings.namespace_database_url, max_size=1)
     try:
         for start in range(0, n, 2_000):
             events = []
@@ -82,9 +84,30 @@ async def seed(settings: Settings, workflow: str, n: int) -> None:
                 decode_event(orjson.dumps(e), 0, k) for k, e in enumerate(events)
             )
             async with pool.acquire() as conn:
-                await write_batch(conn, rows)
+                await write_batch(conn, rows, settings.names.mirrored_channel)
     finally:
         await pool.close()
+
+
+async def dead_letter_of(http: httpx.AsyncClient, execution_id: str) -> None:
+    """Until the mirror has a dead letter for `execution_id`."""
+    async with asyncio.timeout(60):
+        while not (await http.get("/dlq", params={"execution_id": execution_id})).json()[
+            "dead_letters"
+        ]:
+            await asyncio.sleep(0.3)
+
+
+async def until(page: object, predicate: str, arg: object = None, timeout: float = 30) -> None:
+    """Polls `predicate` (a JS function) in the page until it is truthy.
+
+    Not page.wait_for_function: that polls with eval() inside the page, which the dashboard's
+    Content-Security-Policy refuses (it passes only when the first check, run through the
+    DevTools protocol, already holds). page.evaluate calls the function over the protocol.
+    """
+    async with asyncio.timeout(timeout):
+        while not await page.evaluate(predicate, arg):  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
 
 
 async def test_the_dashboard_in_a_browser(
@@ -100,6 +123,11 @@ async def test_the_dashboard_in_a_browser(
 
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
     await page.goto(api_url + "/")
+    # The header names the namespace this API serves (before any token is given).
+    await until(
+        page, "(ns) => document.getElementById('namespace').textContent === ns",
+        settings.namespace,
+    )  # fmt: skip
     await page.fill("#token", ADMIN_TOKEN)
     await page.click("#token-form button")
 
@@ -112,8 +140,8 @@ async def test_the_dashboard_in_a_browser(
         assert len(ids) == 50 and not set(ids) & set(seen)
         seen += ids
         await page.click("#next-page")
-        await page.wait_for_function("(first) => document.querySelector('#executions tbody td')"
-                                     "?.innerText !== first", arg=ids[0])  # fmt: skip
+        await until(page, "(first) => document.querySelector('#executions tbody td')"
+                          "?.innerText !== first", ids[0])  # fmt: skip
     assert seen[:3] == [f"{workflow}-09999", f"{workflow}-09998", f"{workflow}-09997"]
     await page.screenshot(path=str(SHOTS / "executions.png"))
 
@@ -123,6 +151,18 @@ async def test_the_dashboard_in_a_browser(
                               json={"workflow": "approver", "execution_id": eid,
                                     "inputs": {"amount": 3}})  # fmt: skip
     assert started.json()["until"]["met"] is True, started.text
+    # Two refused commands to show: a signal the workflow never waits for, and a start off its
+    # home partition (the dead letter is that execution's fate: its page says so).
+    bad = await http.post(f"/executions/{eid}/signals/nope", json={})
+    assert bad.status_code == 202, bad.text
+    refused = f"dash-refused-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        value, key = start_command(refused, "approver", {}), f"elsewhere-{refused}".encode()
+        await producer.send_and_wait(settings.names.commands, value, key)
+    finally:
+        await producer.stop()
     await page.goto(f"{api_url}/#/execution/{eid}")
     await page.wait_for_selector("#send-signal")
     assert await page.inner_text("#send-signal") == "Approve"
@@ -142,26 +182,47 @@ async def test_the_dashboard_in_a_browser(
     await page.eval_on_selector(
         "#version", "(s) => { s.value = 2; s.dispatchEvent(new Event('input')); }"
     )
-    await page.wait_for_function(
-        "() => document.querySelector('#state').innerText.includes('\"version\": 2')"
-    )
-    await page.wait_for_function(
-        "() => document.querySelector('#changes').innerText.includes('version: 1 → 2')"
+    await until(page, "() => document.querySelector('#state').innerText.includes('\"version\": 2')")
+    await until(
+        page, "() => document.querySelector('#changes').innerText.includes('version: 1 → 2')"
     )
     assert "added" in await page.inner_text("#changes")  # event 2 scheduled the first step
     await page.screenshot(path=str(SHOTS / "time-travel.png"), full_page=True)
 
+    # Its refused signal, replayed from its page (refused again: the execution has ended).
+    await dead_letter_of(http, eid)
+    await page.reload()
+    await page.wait_for_selector("#dead-letters .replay")
+    assert "never waits for signal 'nope'" in await page.inner_text("#dead-letters")
+    assert settings.names.worker_client_id_prefix in await page.inner_text(
+        "#steps"
+    )  # who ran each step
+    await page.click("#dead-letters .replay")
+    await until(page, "() => document.querySelector('#dead-letters')"
+                      "?.innerText.includes('by tests-admin')")  # fmt: skip
+    assert "replayed" in await page.inner_text("#status")
+    # Run it again: a new execution with the same inputs, whose page links back.
+    await page.click("#run-again")
+    await page.wait_for_selector("#rerun-of")
+    assert await page.inner_text("#rerun-of a") == eid
+    assert "approver" in await page.inner_text("h2 + p")
+    # The execution whose start was refused: its fate, not "not found".
+    await dead_letter_of(http, refused)
+    await page.goto(f"{api_url}/#/execution/{refused}")
+    await page.wait_for_selector("#fate")
+    assert "start refused" in await page.inner_text("#fate")
+    assert "key must be its execution_id" in await page.inner_text("#dead-letters")
+    await page.screenshot(path=str(SHOTS / "execution-start-refused.png"))
+
     # The partition grid: two workers share the 64 partitions; stop one, watch them move.
     await page.goto(f"{api_url}/#/cluster")
     owners = "Array.from(document.querySelectorAll('#partitions .cell'), c => c.dataset.owner)"
-    await page.wait_for_function(
-        f"() => new Set({owners}.filter(Boolean)).size === 2", timeout=60_000
-    )
+    await until(page, f"() => new Set({owners}.filter(Boolean)).size === 2", timeout=60)
     assert len(await page.locator("#partitions .cell").all()) == 64
     await page.screenshot(path=str(SHOTS / "partitions-two-workers.png"))
     first.send_signal(signal.SIGTERM)
-    await page.wait_for_function(
-        f"() => {{ const o = {owners}; return o.every(Boolean) && new Set(o).size === 1; }}",
-        timeout=60_000,
-    )
+    await until(
+        page, f"() => {{ const o = {owners}; return o.every(Boolean) && new Set(o).size === 1; }}",
+        timeout=60,
+    )  # fmt: skip
     await page.screenshot(path=str(SHOTS / "partitions-after-a-worker-stopped.png"))

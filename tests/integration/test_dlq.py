@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import HEADER_DLQ_REASON, PARTITIONS, TOPIC_COMMANDS, TOPIC_DLQ
+from cerebelum.constants import HEADER_DLQ_REASON, PARTITIONS
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ async def dlq_positions(settings: Settings) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        tps = [TopicPartition(TOPIC_DLQ, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(settings.names.dlq, p) for p in range(PARTITIONS)]
         return await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
@@ -69,7 +69,7 @@ async def test_bad_commands_go_to_dlq(
         good_before = unique("good-before")
         await client.start("w3", {"n": 1}, good_before)
         for key, value in bad.items():
-            await producer.send_and_wait(TOPIC_COMMANDS, value, key)
+            await producer.send_and_wait(settings.names.commands, value, key)
         good_after = unique("good-after")
         await client.start("w3", {"n": 2}, good_after)
     finally:

@@ -14,41 +14,28 @@ id, and no input that silently stalls or loses work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import (
-    HEADER_DLQ_EXECUTION_ID,
-    HEADER_DLQ_REASON,
-    PARTITIONS,
-    TOPIC_COMMANDS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-)
+from cerebelum.constants import HEADER_DLQ_EXECUTION_ID, HEADER_DLQ_REASON, PARTITIONS
 from cerebelum.core.commands import signal_command, start_command
-from tests.conftest import Processes
+from tests.conftest import module_worker
 from tests.helpers import assert_gapless, end_offsets, events_since
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, topics: None) -> Iterator[None]:
-    procs = Processes(settings, "integrity")
-    procs.worker()
-    yield
-    procs.stop_all()
+worker = module_worker("integrity")
 
 
 async def produce(settings: Settings, value: bytes, key: bytes | None, partition: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(TOPIC_COMMANDS, value, key, partition=partition)
+        await producer.send_and_wait(settings.names.commands, value, key, partition=partition)
     finally:
         await producer.stop()
 
@@ -83,7 +70,7 @@ async def partitions_with_events(settings: Settings, eid: str) -> set[int]:
     await consumer.start()
     found: set[int] = set()
     try:
-        tps = [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(settings.names.events, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -97,7 +84,7 @@ async def partitions_with_events(settings: Settings, eid: str) -> set[int]:
 
 
 async def dlq_positions(settings: Settings) -> dict[TopicPartition, int]:
-    return await end_offsets(settings, TOPIC_DLQ)
+    return await end_offsets(settings, settings.names.dlq)
 
 
 async def test_one_execution_per_id_whatever_the_key(

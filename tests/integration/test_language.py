@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from tests.conftest import Processes
+from tests.conftest import module_worker
 from tests.helpers import assert_gapless, end_offsets, events_since, types
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings, topics: None) -> Iterator[None]:
-    procs = Processes(settings, "language")
-    procs.worker()
-    yield
-    procs.stop_all()
+worker = module_worker("language")
 
 
 async def history(settings: Settings, since: dict, eid: str) -> list[dict]:
@@ -170,3 +164,127 @@ async def test_state_size_limit_fails_the_execution_not_the_partition(
         if partition_for(c) == partition_for(eid)
     )
     assert (await client.run("w3", {"n": 1}, neighbour, timeout=60)).status == "completed"
+
+
+async def test_a_step_silent_past_its_heartbeat_timeout_is_retried(
+    settings: Settings, worker: None, client: Client, unique
+) -> None:
+    since = await end_offsets(settings)
+    eid = unique("beat")
+    result = await client.run("heartbeats", {}, eid, timeout=60)
+    assert result.status == "completed" and result.output == {"attempt": 2}
+    failed = [e for e in await history(settings, since, eid) if e["type"] == "StepFailed"]
+    assert [e["error"]["type"] for e in failed] == ["StepHeartbeatTimeout"]
+    assert "{'attempt': 1}" in failed[0]["error"]["message"]  # its last heartbeat's details
+
+
+async def test_cancel_stops_the_running_steps(
+    worker: None, client: Client, unique, tmp_path
+) -> None:
+    eid = unique("long")
+    await client.start("long_runner", {"marker": str(tmp_path)}, eid)
+    await _until(lambda: {"async-started", "plain-started"} <= _names(tmp_path), 30)
+    await client.cancel(eid, "enough")
+    result = await client.wait(eid, timeout=30)
+    assert result.status == "cancelled"
+    # The async step's task was cancelled; the plain step saw ctx.cancelled and returned.
+    await _until(lambda: {"async-cancelled", "plain-saw-cancelled"} <= _names(tmp_path), 10)
+
+
+def _names(directory) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+async def _until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_step_completed_from_outside_exactly_once(
+    settings: Settings, worker: None, client: Client, unique, tmp_path
+) -> None:
+    since = await end_offsets(settings)
+    eid = unique("handoff")
+    await client.start("handoff", {"marker": str(tmp_path)}, eid)
+    await _until(lambda: "token-1" in _names(tmp_path), 30)
+    token = (tmp_path / "token-1").read_text()
+    # A failure first: the step's retry policy runs it again, which hands out a new token.
+    await client.complete(token, error={"type": "Declined", "message": "try again"})
+    await _until(lambda: "token-2" in _names(tmp_path), 30)
+    second = (tmp_path / "token-2").read_text()
+    assert second != token
+    await client.complete(second, {"signed_by": "ana"})
+    await client.complete(second, {"signed_by": "mallory"})  # refused: completed already
+    await client.complete(token, {"signed_by": "eve"})  # refused: an earlier run's token
+    result = await client.wait(eid, timeout=30)
+    assert result.status == "completed" and result.output == {"signed_by": "ana"}
+    events = await history(settings, since, eid)
+    assert types(events).count("StepPending") == 2
+    done = [e for e in events if e["type"] == "StepCompleted" and e["step"] == "hand_off"]
+    assert [e["result"] for e in done] == [{"signed_by": "ana"}]
+    failed = [e for e in events if e["type"] == "StepFailed"]
+    assert [e["error"]["type"] for e in failed] == ["Declined"]
+
+
+async def test_a_step_not_completed_in_time_fails(
+    worker: None, client: Client, unique, tmp_path
+) -> None:
+    eid = unique("handoff-late")
+    await client.start("handoff", {"marker": str(tmp_path), "timeout": 0.3}, eid)
+    result = await client.wait(eid, timeout=30)
+    assert result.status == "failed" and result.error["type"] == "StepTimeout"
+    assert {"token-1", "token-2"} <= _names(tmp_path)  # timed out twice: retried once
+
+
+async def test_children_run_as_their_own_executions_and_the_parent_gets_their_outputs(
+    settings: Settings, worker: None, client: Client, unique
+) -> None:
+    since = await end_offsets(settings)
+    eid = unique("billing")
+    lines = [["c-1", 5], ["c-2", 7], ["c-3", 1]]
+    result = await client.run("billing", {"lines": lines}, eid, timeout=60)
+    assert result.status == "completed" and result.output == {"total": 26, "count": 3}
+    kids = [f"{eid}.invoices.{k}" for k in range(3)]
+    for k, kid in enumerate(kids):  # each child is an execution of its own, on its own partition
+        done = await client.wait(kid, timeout=30)
+        assert done.status == "completed" and done.output["customer"] == lines[k][0]
+    history = await events_since(settings, since, {eid, *kids})
+    parent = history[eid]
+    assert_gapless(parent)
+    assert [e["index"] for e in parent if e["type"] == "ChildCompleted"] != []
+    assert sorted(e["index"] for e in parent if e["type"] == "ChildCompleted") == [0, 1, 2]
+    for kid in kids:
+        started = [e for e in history[kid] if e["type"] == "ExecutionStarted"]
+        assert len(started) == 1 and started[0]["parent"]["execution_id"] == eid
+
+
+async def test_a_childs_failure_is_the_nodes_failure(worker: None, client: Client, unique) -> None:
+    result = await client.run("parent_of_flaky", {"succeed_on": 99}, unique("pof"), timeout=60)
+    assert result.status == "failed" and result.error["type"] == "ChildFailed"
+    missing = await client.run("parent_of_missing", {}, unique("pom"), timeout=60)
+    assert missing.status == "failed" and missing.error["type"] == "ChildFailed"
+    assert "unknown workflow" in missing.error["message"]
+
+
+async def test_cancelling_the_parent_cancels_its_child(
+    settings: Settings, worker: None, client: Client, unique
+) -> None:
+    since = await end_offsets(settings)
+    eid = unique("guarded")
+    await client.start("guarded", {"amount": 3}, eid)
+    kid = f"{eid}.approval"
+
+    async def child_waits() -> bool:
+        events = (await events_since(settings, since, {kid})).get(kid, [])
+        return any(e["type"] in ("SignalAwaited", "ApprovalRequested") for e in events)
+
+    deadline = time.monotonic() + 30
+    while not await child_waits():
+        assert time.monotonic() < deadline, "the child never waited"
+        await asyncio.sleep(0.2)
+    await client.cancel(eid, "not needed")
+    assert (await client.wait(eid, timeout=30)).status == "cancelled"
+    child_result = await client.wait(kid, timeout=30)
+    assert child_result.status == "cancelled" and eid in child_result.error["message"]

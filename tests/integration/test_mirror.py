@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_EVENTS
+from cerebelum.constants import PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.events import error_info, make_event
 from cerebelum.db import connect_pool
@@ -27,7 +27,10 @@ from cerebelum.mirror.store import upsert_executions, write_batch
 pytestmark = pytest.mark.integration
 
 AT = 1_700_000_000_000
-ALL_PARTITIONS = [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
+
+
+def all_partitions(settings: Settings) -> list[TopicPartition]:
+    return [TopicPartition(settings.names.events, p) for p in range(PARTITIONS)]
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -67,7 +70,7 @@ async def end_offsets(settings: Settings) -> dict[TopicPartition, int]:
     )
     await consumer.start()
     try:
-        return dict(await consumer.end_offsets(ALL_PARTITIONS))
+        return dict(await consumer.end_offsets(all_partitions(settings)))
     finally:
         await consumer.stop()
 
@@ -104,7 +107,10 @@ async def produce(settings: Settings, records: list[tuple[str, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        futures = [await producer.send(TOPIC_EVENTS, value, key.encode()) for key, value in records]
+        futures = [
+            await producer.send(settings.names.events, value, key.encode())
+            for key, value in records
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -142,7 +148,7 @@ EXECUTIONS_OF = (
 
 @pytest.fixture
 async def pool(settings: Settings, database: None) -> AsyncIterator[asyncpg.Pool]:
-    p = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    p = await connect_pool(settings.namespace_database_url, min_size=1, max_size=2)
     yield p
     await p.close()
 
@@ -220,7 +226,7 @@ async def test_mirror_writes_rows_and_a_replay_changes_nothing(
     assert running["output"] is None and running["inputs"] == {"n": 1}
 
     # Offsets were committed after the write: the group resumes after our records.
-    tp = TopicPartition(TOPIC_EVENTS, partition_for(done_id))
+    tp = TopicPartition(settings.names.events, partition_for(done_id))
     committed = await committed_offset(settings, group, tp)
     assert committed is not None and committed >= start[tp] + len(histories[done_id]) + 2
 
@@ -283,7 +289,7 @@ async def test_offsets_are_not_committed_while_the_database_refuses_the_batch(
     settings: Settings, topics: None, database: None
 ) -> None:
     (eid,) = new_ids(1)
-    tp = TopicPartition(TOPIC_EVENTS, partition_for(eid))
+    tp = TopicPartition(settings.names.events, partition_for(eid))
     start = await end_offsets(settings)
     await produce(settings, [(eid, orjson.dumps(e)) for e in completed_history(eid)[:2]])
     group = f"test-mirror-nodb-{uuid.uuid4().hex[:8]}"
@@ -313,15 +319,17 @@ async def test_offsets_are_not_committed_while_the_database_refuses_the_batch(
 # --- the SQL guard, straight ----------------------------------------------------------------------
 
 
-async def test_an_older_batch_never_moves_a_row_backwards(pool: asyncpg.Pool) -> None:
+async def test_an_older_batch_never_moves_a_row_backwards(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     (eid,) = new_ids(1)
     rows = rows_of(completed_history(eid))
     async with pool.acquire() as conn:
-        assert await write_batch(conn, rows) == 6
+        assert await write_batch(conn, rows, settings.names.mirrored_channel) == 6
         after = dict(await conn.fetchrow("SELECT * FROM executions WHERE execution_id = $1", eid))
 
         # The first three events again, as a late batch from a replay or a slow mirror.
-        assert await write_batch(conn, rows[:3]) == 0
+        assert await write_batch(conn, rows[:3], settings.names.mirrored_channel) == 0
         # A hand-made older row, and one at the same version: both ignored.
         for version in (3, 6):
             stale = ExecutionRow(eid, last_version=version, updated_at=AT + 99, status="running",
@@ -332,14 +340,16 @@ async def test_an_older_batch_never_moves_a_row_backwards(pool: asyncpg.Pool) ->
     assert row["status"] == "completed" and row["last_version"] == 6
 
 
-async def test_a_newer_batch_keeps_what_earlier_batches_set(pool: asyncpg.Pool) -> None:
+async def test_a_newer_batch_keeps_what_earlier_batches_set(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     first, second = new_ids(2)
     async with pool.acquire() as conn:
         history = completed_history(first)
-        await write_batch(conn, rows_of(history[:2]))
-        await write_batch(conn, rows_of(history[2:4]))
-        await write_batch(conn, rows_of(history[4:]))
-        await write_batch(conn, rows_of(completed_history(second)))
+        await write_batch(conn, rows_of(history[:2]), settings.names.mirrored_channel)
+        await write_batch(conn, rows_of(history[2:4]), settings.names.mirrored_channel)
+        await write_batch(conn, rows_of(history[4:]), settings.names.mirrored_channel)
+        await write_batch(conn, rows_of(completed_history(second)), settings.names.mirrored_channel)
         columns = "workflow, workflow_version, status, current_step, inputs, output, error, " \
                   "started_at, updated_at, finished_at, last_version"  # fmt: skip
         in_batches = await conn.fetchrow(
@@ -352,7 +362,9 @@ async def test_a_newer_batch_keeps_what_earlier_batches_set(pool: asyncpg.Pool) 
     assert (in_batches["workflow"], in_batches["status"]) == ("order", "completed")
 
 
-async def test_a_batch_of_many_executions_folds_to_one_row_each(pool: asyncpg.Pool) -> None:
+async def test_a_batch_of_many_executions_folds_to_one_row_each(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     ids = new_ids(50)
     rows = sort_and_dedupe(
         decode_event(orjson.dumps(e), 0, i)
@@ -360,7 +372,7 @@ async def test_a_batch_of_many_executions_folds_to_one_row_each(pool: asyncpg.Po
     )
     assert len(fold(rows)) == 50
     async with pool.acquire() as conn:
-        assert await write_batch(conn, rows) == 300
+        assert await write_batch(conn, rows, settings.names.mirrored_channel) == 300
         statuses = await conn.fetch(
             "SELECT status, count(*) FROM executions "
             "WHERE execution_id = ANY($1::text[]) GROUP BY 1",
@@ -393,6 +405,7 @@ async def test_an_event_postgres_refuses_is_skipped_alone(
 
 
 async def test_a_completion_clears_a_stale_error_and_a_cancellation_has_the_core_shape(
+    settings: Settings,
     pool: asyncpg.Pool,
 ) -> None:
     retried, cancelled = new_ids(2)
@@ -410,12 +423,14 @@ async def test_a_completion_clears_a_stale_error_and_a_cancellation_has_the_core
     ]
     async with pool.acquire() as conn:
         # The failed attempt and the completion in separate batches, as a live mirror sees them.
-        await write_batch(conn, rows_of([*history[:4], failed_attempt]))
+        await write_batch(
+            conn, rows_of([*history[:4], failed_attempt]), settings.names.mirrored_channel
+        )
         query = "SELECT error FROM executions WHERE execution_id = $1"
         stored = await conn.fetchval(query, retried)
         assert stored == {"type": "ValueError", "message": "flaky"}
-        await write_batch(conn, rows_of(retry))
-        await write_batch(conn, rows_of(stopped))
+        await write_batch(conn, rows_of(retry), settings.names.mirrored_channel)
+        await write_batch(conn, rows_of(stopped), settings.names.mirrored_channel)
         rows = {
             r["execution_id"]: dict(r)
             for r in await conn.fetch(EXECUTIONS_OF, [retried, cancelled])

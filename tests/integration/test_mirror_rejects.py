@@ -12,7 +12,6 @@ from aiokafka import TopicPartition
 
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_EVENTS
 from cerebelum.mirror import Mirror
 from tests.integration.test_mirror import (
     committed_offset,
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def pool(settings: Settings, database: None) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    p = await asyncpg.create_pool(settings.namespace_database_url, min_size=1, max_size=2)
     assert p is not None
     yield p
     await p.close()
@@ -53,7 +52,9 @@ async def test_permanent_errors_are_set_aside_and_the_rest_is_mirrored(
     run = uuid.uuid4().hex[:8]
     # Two executions PostgreSQL will refuse, beside healthy ones on the same partition and others.
     checked, triggered, *neighbours = ids_on_one_partition(run, 4)
-    elsewhere = [f"reject-{run}-other-{i}" for i in range(4)]
+    # On other partitions for sure (a random id lands on checked's one time in 16 of 4 tries).
+    others = (f"reject-{run}-other-{i}" for i in range(1000))
+    elsewhere = [e for e in others if partition_for(e) != partition_for(checked)][:4]
     healthy = neighbours + elsewhere
     constraint, trigger = f"test_reject_{run}", f"test_reject_{run}"
     # A CHECK on executions refuses every event of `checked` (each upserts its row): 23514.
@@ -119,7 +120,7 @@ async def test_permanent_errors_are_set_aside_and_the_rest_is_mirrored(
         ) == 6 * len(healthy)
 
         # The offsets moved past the refused events: the partition is not stalled.
-        tp = TopicPartition(TOPIC_EVENTS, partition_for(checked))
+        tp = TopicPartition(settings.names.events, partition_for(checked))
         assert await committed_offset(settings, group, tp) == start[tp] + 6 * 4
 
         # A replay records nothing twice.

@@ -123,7 +123,7 @@ async def test_a_mirror_waits_for_its_services_then_works(
         async with forwarder(port, target):
             await asyncio.wait_for(starting, 30)
             running = asyncio.get_running_loop().create_task(mirror.run())
-            conn = await asyncpg.connect(settings.database_url)
+            conn = await asyncpg.connect(settings.namespace_database_url)
             try:
                 deadline = time.monotonic() + 30
                 while (

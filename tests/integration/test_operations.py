@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from cerebelum.api import create_app
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import WORKER_CLIENT_ID_PREFIX
 from tests.conftest import LOGS, Processes
 from tests.helpers import API_HEADERS, api_settings, end_offsets, events_since, wait_for_workers
 
@@ -80,7 +79,7 @@ async def test_worker_and_mirror_report_health_metrics_json_logs_and_tracebacks(
     await until(
         lambda: _status(worker_port, "/healthz", 200), 30, "the worker's /healthz never answered"
     )
-    member = f"{WORKER_CLIENT_ID_PREFIX}{socket.gethostname()}:{worker.pid}"
+    member = settings.names.worker_client_id(f"{socket.gethostname()}:{worker.pid}")
     await wait_for_workers(settings, {member}, timeout=60)
     await until(lambda: _status(worker_port, "/readyz", 200), 60, "the worker never became ready")
     ready = (await get(worker_port, "/readyz")).json()
@@ -172,7 +171,7 @@ async def _status(port: int, path: str, status: int) -> bool:
 
 
 async def _mirrored(settings: Settings, execution_id: str) -> bool:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.namespace_database_url)
     try:
         status = await conn.fetchval(
             "SELECT status FROM executions WHERE execution_id = $1", execution_id

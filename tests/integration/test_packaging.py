@@ -4,6 +4,7 @@ shipped inside the package."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,7 +19,6 @@ import asyncpg
 import pytest
 
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_COMMANDS, TOPIC_DLQ, TOPIC_EVENTS, TOPIC_STATE
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -75,28 +75,44 @@ async def test_a_wheel_installed_in_a_fresh_venv_migrates_and_applies_topics(
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], outside, env)
     python = str(venv / "bin" / "python")
-    # The outer pip installs into the new venv: no ensurepip, its cache serves the deps, and
-    # --no-compile skips byte-compiling ~20 packages this test imports a few modules of.
-    run([*pip, "--python", python, "install", "--quiet", "--no-compile", str(wheel)],
-        outside, env)  # fmt: skip
+    # The outer installer fills the new venv: no ensurepip, its cache serves the deps, and
+    # no byte-compiling of ~20 packages this test imports a few modules of. uv (which
+    # scripts/bootstrap.sh installs) when there is one: a few seconds instead of ~20.
+    if importlib.util.find_spec("uv") is not None:
+        run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", python,
+             str(wheel)], outside, env)  # fmt: skip
+    else:
+        run([*pip, "--python", python, "install", "--quiet", "--no-compile", str(wheel)],
+            outside, env)  # fmt: skip
     where = run([python, "-c", "import cerebelum; print(cerebelum.__file__)"], outside, env)
     assert str(venv) in where and str(ROOT) not in where
 
     cerebelum = str(venv / "bin" / "cerebelum")
-    env.update(CEREBELUM_KAFKA=settings.kafka_bootstrap, CEREBELUM_DATABASE_URL=empty_database)
+    env.update(
+        CEREBELUM_KAFKA=settings.kafka_bootstrap,
+        CEREBELUM_DATABASE_URL=empty_database,
+        CEREBELUM_NAMESPACE=settings.namespace,  # the module's: its topics, a schema of its own
+    )
     # Before the fix: "nothing to apply" (sql/ was looked for beside site-packages) and exit 0.
     migrated = run([cerebelum, "db", "migrate"], outside, env)
     assert "applied  001_events.sql" in migrated
     # Before the fix: FileNotFoundError for topics/topics.json, with a traceback.
     applied = run([cerebelum, "topics", "apply"], outside, env)
-    for topic in (TOPIC_COMMANDS, TOPIC_EVENTS, TOPIC_STATE, TOPIC_DLQ):
+    for topic in (
+        settings.names.commands,
+        settings.names.events,
+        settings.names.state,
+        settings.names.dlq,
+    ):
         assert topic in applied
 
     conn = await asyncpg.connect(empty_database)
     try:
         tables = {
             r["tablename"]
-            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1", settings.names.schema
+            )
         }
     finally:
         await conn.close()

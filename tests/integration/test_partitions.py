@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from cerebelum.admin.topics import TopicMismatch, apply_topics, load_declarations
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_DLQ, TOPIC_EVENTS
+from cerebelum.constants import PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import signal_command, start_command
 from cerebelum.core.events import make_event
@@ -58,13 +58,16 @@ async def test_verify_reports_an_id_on_two_partitions_and_commands_off_their_hom
             event = make_event(twice, 1, ev.EXECUTION_STARTED, at, workflow="w3",
                                workflow_version="1", inputs={})  # fmt: skip
             await producer.send_and_wait(
-                TOPIC_EVENTS, orjson.dumps(event), twice.encode(), partition=partition
+                settings.names.events, orjson.dumps(event), twice.encode(), partition=partition
             )
         first = await producer.send_and_wait(
-            TOPIC_COMMANDS, start_command(misplaced, "w3", {}), None, partition=q
+            settings.names.commands, start_command(misplaced, "w3", {}), None, partition=q
         )
         last = await producer.send_and_wait(
-            TOPIC_COMMANDS, signal_command(misplaced, "go", None), b"wrong key", partition=q
+            settings.names.commands,
+            signal_command(misplaced, "go", None),
+            b"wrong key",
+            partition=q,
         )
     finally:
         await producer.stop()
@@ -91,16 +94,24 @@ async def grown_commands(settings: Settings, topics: None) -> AsyncIterator[int]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_partitions({TOPIC_COMMANDS: NewPartitions(PARTITIONS + 1)})
+        await admin.create_partitions({settings.names.commands: NewPartitions(PARTITIONS + 1)})
+        # The broker's metadata learns the new partition a moment later (KRaft propagates it):
+        # a producer started before would refuse partition 64 as unknown (a CI run did).
+        async with asyncio.timeout(30):
+            while True:
+                (topic,) = await admin.describe_topics([settings.names.commands])
+                if len(topic["partitions"]) == PARTITIONS + 1:
+                    break
+                await asyncio.sleep(0.2)
         yield PARTITIONS
     finally:
-        await admin.delete_topics([TOPIC_COMMANDS, TOPIC_DLQ])
+        await admin.delete_topics([settings.names.commands, settings.names.dlq])
         await admin.close()
         # Deletion completes in the background: re-apply until the topic is created anew.
         deadline = time.monotonic() + 60
         while True:
             try:
-                await apply_topics(settings.kafka_bootstrap, load_declarations())
+                await apply_topics(settings, load_declarations(names=settings.names))
                 break
             except (KafkaError, TopicMismatch):  # still being deleted, or already re-created
                 if time.monotonic() > deadline:
@@ -117,7 +128,7 @@ async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported
     await producer.start()
     try:
         await producer.send_and_wait(
-            TOPIC_COMMANDS, start_command(stranded, "w3", {}), stranded.encode(),
+            settings.names.commands, start_command(stranded, "w3", {}), stranded.encode(),
             partition=grown_commands,
         )  # fmt: skip
     finally:
@@ -128,11 +139,14 @@ async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported
     code = await asyncio.to_thread(worker.wait, 120)
     log = (LOGS / f"{processes.name}-0-worker.log").read_text()
     assert code == 1 and "cannot serve this cluster" in log, log[-2000:]
-    assert f"topic {TOPIC_COMMANDS} has {PARTITIONS + 1} partitions" in log
+    assert f"topic {settings.names.commands} has {PARTITIONS + 1} partitions" in log
 
     code, out = await cli(settings, "topics", "apply")
     assert code != 0, out
-    assert f"topic {TOPIC_COMMANDS} has {PARTITIONS + 1} partitions, declared {PARTITIONS}" in out
+    assert (
+        f"topic {settings.names.commands} has {PARTITIONS + 1} partitions, declared {PARTITIONS}"
+        in out
+    )
 
     # Before the fix: exit 0, no problem reported, partition 64 not in the view at all.
     code, out = await cli(settings, "cluster", "--json", "--no-db")
@@ -140,7 +154,7 @@ async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported
     view = orjson.loads(out[: out.rindex("}") + 1])
     assert view["unserved_partitions"] == [grown_commands]
     (problem,) = view["partition_problems"]
-    assert TOPIC_COMMANDS in problem
+    assert settings.names.commands in problem
     assert view["partitions"][grown_commands]["end"] >= 1
     code, out = await cli(settings, "cluster", "--no-db")
     assert code == 1 and "PROBLEM" in out and f"unserved partitions: {grown_commands}" in out
@@ -152,4 +166,4 @@ async def test_a_commands_topic_grown_past_64_partitions_is_refused_and_reported
         (f["kind"], f["partition"]) for f in report["findings"] if f["execution_id"] == stranded
     ]
     assert ours == [("unserved_partition", grown_commands)]
-    assert any(TOPIC_COMMANDS in note for note in report["notes"])
+    assert any(settings.names.commands in note for note in report["notes"])

@@ -184,7 +184,9 @@ async def test_end_to_end_over_sasl_ssl_with_least_privilege_roles(
         procs.stop_all()
 
     # The API's role reads but cannot write.
-    conn = await asyncpg.connect(role_settings(sasl, dev_env["cerebelum_api"]).database_url)
+    conn = await asyncpg.connect(
+        role_settings(sasl, dev_env["cerebelum_api"]).namespace_database_url
+    )
     try:
         assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -26,7 +26,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from cerebelum.api import create_app
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import WORKER_CLIENT_ID_PREFIX
 from cerebelum.telemetry.tracing import execution_ids
 from tests.conftest import Processes
 from tests.helpers import API_HEADERS, api_settings, wait_for_workers
@@ -136,7 +135,7 @@ async def test_a_traced_worker_exports_one_trace_per_execution_over_otlp(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
         OTEL_BSP_SCHEDULE_DELAY="100",  # ms: spans leave at once, not after the 5 s default
     )
-    member = f"{WORKER_CLIENT_ID_PREFIX}{socket.gethostname()}:{worker.pid}"
+    member = settings.names.worker_client_id(f"{socket.gethostname()}:{worker.pid}")
     await wait_for_workers(settings, {member}, timeout=60)
 
     done = f"trace-w3-{uuid.uuid4().hex}"

@@ -10,12 +10,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_DLQ
 
 pytestmark = pytest.mark.integration
 
 # Any of our topics will do; the probe records carry a unique key and are never decoded.
-PROBE_TP = TopicPartition(TOPIC_DLQ, 63)
+
+
+def probe_tp(settings: Settings) -> TopicPartition:
+    return TopicPartition(settings.names.dlq, 63)
 
 
 async def _producer(settings: Settings, txn_id: str) -> AIOKafkaProducer:
@@ -25,16 +27,17 @@ async def _producer(settings: Settings, txn_id: str) -> AIOKafkaProducer:
 
 
 async def _committed_keys(settings: Settings, start: int) -> list[bytes]:
+    tp = probe_tp(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        consumer.assign([PROBE_TP])
-        consumer.seek(PROBE_TP, start)
-        end = (await consumer.end_offsets([PROBE_TP]))[PROBE_TP]
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        end = (await consumer.end_offsets([tp]))[tp]
         keys: list[bytes] = []
-        while await consumer.position(PROBE_TP) < end:
+        while await consumer.position(tp) < end:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 keys.extend(r.key for r in records)
         return keys
@@ -43,35 +46,37 @@ async def _committed_keys(settings: Settings, start: int) -> list[bytes]:
 
 
 async def _end(settings: Settings) -> int:
+    tp = probe_tp(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        return (await consumer.end_offsets([PROBE_TP]))[PROBE_TP]
+        return (await consumer.end_offsets([tp]))[tp]
     finally:
         await consumer.stop()
 
 
 async def test_commit_abort_and_fence(settings: Settings, topics: None) -> None:
+    tp = probe_tp(settings)
     txn_id = f"probe-{uuid.uuid4().hex}"
     start = await _end(settings)
     first = await _producer(settings, txn_id)
     try:
         async with first.transaction():
-            await first.send(PROBE_TP.topic, b"x", b"committed", partition=PROBE_TP.partition)
+            await first.send(tp.topic, b"x", b"committed", partition=tp.partition)
 
         await first.begin_transaction()
-        await first.send(PROBE_TP.topic, b"x", b"aborted", partition=PROBE_TP.partition)
+        await first.send(tp.topic, b"x", b"aborted", partition=tp.partition)
         await first.abort_transaction()
 
         # A second producer with the same transactional id bumps the epoch: the first is a zombie.
         await first.begin_transaction()
-        await first.send(PROBE_TP.topic, b"x", b"zombie", partition=PROBE_TP.partition)
+        await first.send(tp.topic, b"x", b"zombie", partition=tp.partition)
         second = await _producer(settings, txn_id)
         try:
             with pytest.raises((ProducerFenced, KafkaError)):
                 await first.commit_transaction()
             async with second.transaction():
-                await second.send(PROBE_TP.topic, b"x", b"successor", partition=PROBE_TP.partition)
+                await second.send(tp.topic, b"x", b"successor", partition=tp.partition)
         finally:
             await second.stop()
     finally:

@@ -18,7 +18,6 @@ from aiokafka.errors import KafkaError
 from cerebelum.admin.cluster import ClusterInspector
 from cerebelum.client import Client, partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
 from cerebelum.core import events as ev
 from cerebelum.core.commands import start_command
 from cerebelum.core.events import make_event
@@ -46,7 +45,7 @@ async def verify_json(settings: Settings, *args: str) -> tuple[int, dict[str, An
 
 
 async def wait_for_rows(settings: Settings, ids: list[str], timeout: float = 60) -> None:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.namespace_database_url)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -82,7 +81,9 @@ async def test_real_work_verifies_clean(
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(TOPIC_COMMANDS, b"not a command", unique("bad").encode())
+        await producer.send_and_wait(
+            settings.names.commands, b"not a command", unique("bad").encode()
+        )
     finally:
         await producer.stop()
     results = await asyncio.gather(*(client.wait(eid, timeout=120) for eid in ids))
@@ -102,7 +103,7 @@ async def test_real_work_verifies_clean(
     assert code == 0 and "OK: no findings" in out
 
     # PostgreSQL that disagrees with Kafka is reported (our own rows, so no one else minds).
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.namespace_database_url)
     try:
         await conn.execute("UPDATE executions SET last_version = 7 WHERE execution_id = $1", ids[0])
         await conn.execute("DELETE FROM events WHERE execution_id = $1 AND version = 3", ids[1])
@@ -119,8 +120,8 @@ async def test_real_work_verifies_clean(
 async def committed_and_ends(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
     inspector = ClusterInspector(settings)
     try:
-        committed = await inspector.committed(WORKER_GROUP, TOPIC_COMMANDS)
-        return committed, await inspector.end_offsets(TOPIC_COMMANDS)
+        committed = await inspector.committed(settings.names.worker_group, settings.names.commands)
+        return committed, await inspector.end_offsets(settings.names.commands)
     finally:
         await inspector.close()
 
@@ -128,12 +129,12 @@ async def committed_and_ends(settings: Settings) -> tuple[dict[int, int], dict[i
 async def commit_past(settings: Settings, partition: int, offset: int) -> None:
     """Commit the worker group's offset of `partition` as if a worker had processed it."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=WORKER_GROUP,
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.names.worker_group,
         enable_auto_commit=False,
     )  # fmt: skip
     await consumer.start()
     try:
-        tp = TopicPartition(TOPIC_COMMANDS, partition)
+        tp = TopicPartition(settings.names.commands, partition)
         consumer.assign([tp])
         deadline = time.monotonic() + 30  # a member of an earlier test may linger a session
         while True:
@@ -175,11 +176,11 @@ async def test_forged_damage_is_reported_and_unprocessed_commands_are_pending(
         for e in forged:
             eid = e["execution_id"]
             await producer.send_and_wait(
-                TOPIC_EVENTS, orjson.dumps(e), eid.encode(), partition=partition_for(eid)
+                settings.names.events, orjson.dumps(e), eid.encode(), partition=partition_for(eid)
             )
         # 2. A start-command no worker has processed (none runs): pending, not lost.
         await producer.send_and_wait(
-            TOPIC_COMMANDS, start_command(pending, "w3", {"n": 1}), pending.encode()
+            settings.names.commands, start_command(pending, "w3", {"n": 1}), pending.encode()
         )
         # 3. A start-command and a malformed command "processed" with nothing to show for it:
         #    on a partition with nothing pending, the group's offset is committed past them.
@@ -192,10 +193,10 @@ async def test_forged_damage_is_reported_and_unprocessed_commands_are_pending(
         else:
             pytest.fail("every partition of cerebelum.commands has unprocessed commands")
         sent = await producer.send_and_wait(
-            TOPIC_COMMANDS, start_command(lost, "w3", {"n": 1}), lost.encode()
+            settings.names.commands, start_command(lost, "w3", {"n": 1}), lost.encode()
         )
         assert sent.offset == ends[q]
-        malformed = await producer.send_and_wait(TOPIC_COMMANDS, b"{not json", partition=q)
+        malformed = await producer.send_and_wait(settings.names.commands, b"{not json", partition=q)
     finally:
         await producer.stop()
     await commit_past(settings, q, malformed.offset + 1)

@@ -17,7 +17,7 @@ N = 1_000
 
 async def wait_for_rows(settings: Settings, ids: list[str], timeout: float) -> list[asyncpg.Record]:
     """Poll PostgreSQL until every id has a terminal executions row."""
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.namespace_database_url)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -34,7 +34,7 @@ async def wait_for_rows(settings: Settings, ids: list[str], timeout: float) -> l
 
 
 async def versions_by_execution(settings: Settings, ids: list[str]) -> dict[str, list[int]]:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.namespace_database_url)
     try:
         rows = await conn.fetch(
             "SELECT execution_id, array_agg(version ORDER BY version) AS versions FROM events "

@@ -15,7 +15,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cerebelum.admin.workflows import WorkflowDirectory, publish_workflows, withdraw_workflows
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_WORKFLOWS
 from cerebelum.core.workflow import Registry, Workflow, step
 from cerebelum.errors import KafkaUnavailable
 from tests.fakebroker import fake_broker
@@ -43,8 +42,8 @@ async def last_record(settings: Settings, key: str) -> tuple[bool, dict | None]:
     found, value = False, None
     try:
         metadata = await consumer._client.fetch_all_metadata()
-        tps = [TopicPartition(TOPIC_WORKFLOWS, p)
-               for p in metadata.partitions_for_topic(TOPIC_WORKFLOWS)]  # fmt: skip
+        tps = [TopicPartition(settings.names.workflows, p)
+               for p in metadata.partitions_for_topic(settings.names.workflows)]  # fmt: skip
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -90,7 +89,7 @@ async def test_the_directory_follows_and_counts_only_live_workers(
 
         await publish_workflows(settings, live, registry("alpha"))
         async with worker_member(settings, live):
-            await wait_for_workers(settings, {f"cerebelum-worker:{live}"})
+            await wait_for_workers(settings, {settings.names.worker_client_id(live)})
             async with asyncio.timeout(5):
                 while directory.published(live) is None:
                     await asyncio.sleep(0.05)

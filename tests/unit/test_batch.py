@@ -8,13 +8,13 @@ import orjson
 import pytest
 
 from cerebelum.constants import (
+    DEFAULT_NAMES,
     HEADER_DLQ_EXECUTION_ID,
     HEADER_DLQ_REASON,
+    HEADER_DLQ_SOURCE_TOPIC,
     HEADER_STATE_WRITER,
     PARTITIONS,
-    TOPIC_DLQ,
-    TOPIC_EVENTS,
-    TOPIC_STATE,
+    names,
 )
 from cerebelum.core.commands import StepOutcome, start_command
 from cerebelum.core.events import error_info
@@ -47,17 +47,19 @@ def on(topic: str, records: list[Record]) -> list[Record]:
 
 
 def dlq_reasons(records: list[Record]) -> list[str]:
-    return [dict(r.headers or [])[HEADER_DLQ_REASON].decode() for r in on(TOPIC_DLQ, records)]
+    return [
+        dict(r.headers or [])[HEADER_DLQ_REASON].decode() for r in on(DEFAULT_NAMES.dlq, records)
+    ]
 
 
 def test_a_start_writes_events_a_snapshot_with_its_writer_and_the_offset() -> None:
     ps = partition("e-1")
     batch = decide(start(ps, "e-1"))
-    assert [orjson.loads(r.value)["type"] for r in on(TOPIC_EVENTS, batch.records)] == [
+    assert [orjson.loads(r.value)["type"] for r in on(DEFAULT_NAMES.events, batch.records)] == [
         "ExecutionStarted",
         "StepScheduled",
     ]
-    (snapshot,) = on(TOPIC_STATE, batch.records)
+    (snapshot,) = on(DEFAULT_NAMES.state, batch.records)
     assert dict(snapshot.headers or [])[HEADER_STATE_WRITER] == WRITER
     assert batch.offsets == {ps.partition: 8}
     assert ps.executions == {}  # nothing installed before the transaction commits
@@ -73,10 +75,10 @@ def test_a_command_keyed_otherwise_than_its_id_is_dead_lettered(
 ) -> None:
     ps = partition("e-2")
     batch = decide(start(ps, "e-2", key=key))
-    assert on(TOPIC_EVENTS, batch.records) == []
+    assert on(DEFAULT_NAMES.events, batch.records) == []
     (why,) = dlq_reasons(batch.records)
     assert reason in why and "must be its execution_id" in why
-    (dead,) = on(TOPIC_DLQ, batch.records)
+    (dead,) = on(DEFAULT_NAMES.dlq, batch.records)
     assert dict(dead.headers or [])[HEADER_DLQ_EXECUTION_ID] == b"e-2"
     assert batch.offsets == {ps.partition: 8}  # consumed: it never blocks the partition
 
@@ -87,7 +89,7 @@ def test_a_command_on_another_partition_than_its_home_is_dead_lettered() -> None
     batch = decide(start(elsewhere, "e-3", offset=0))
     (why,) = dlq_reasons(batch.records)
     assert f"lives on partition {home}" in why
-    assert on(TOPIC_STATE, batch.records) == []
+    assert on(DEFAULT_NAMES.state, batch.records) == []
 
 
 def test_a_bug_deciding_a_command_dead_letters_it_and_the_others_go_on() -> None:
@@ -95,9 +97,9 @@ def test_a_bug_deciding_a_command_dead_letters_it_and_the_others_go_on() -> None
     batch = decide(start(bad, "e-4", "bug_at_start"), start(good, "e-5"))
     (why,) = dlq_reasons(batch.records)
     assert why.startswith("internal error: RuntimeError: injected bug")
-    assert {orjson.loads(r.value)["execution_id"] for r in on(TOPIC_EVENTS, batch.records)} == {
-        "e-5"
-    }
+    assert {
+        orjson.loads(r.value)["execution_id"] for r in on(DEFAULT_NAMES.events, batch.records)
+    } == {"e-5"}
 
 
 def test_a_bug_deciding_an_outcome_fails_its_execution_and_leaves_the_state_as_it_was() -> None:
@@ -111,7 +113,7 @@ def test_a_bug_deciding_an_outcome_fails_its_execution_and_leaves_the_state_as_i
     ((_, run),) = first.effects
     failed = StepOutcome("e-6", "bug_on_failure", run.token, False, error=error_info("X", "no"))
     batch = decide((ps, failed))
-    events = [orjson.loads(r.value) for r in on(TOPIC_EVENTS, batch.records)]
+    events = [orjson.loads(r.value) for r in on(DEFAULT_NAMES.events, batch.records)]
     # the half-made decision (StepFailed) is dropped: the failure follows the last committed
     # version with no gap, and says what broke
     assert [e["version"] for e in events] == [version + 1]
@@ -129,10 +131,10 @@ def test_a_state_over_the_limit_fails_its_execution() -> None:
     ((_, run),) = first.effects
     huge = StepOutcome("e-7", run.step.name, run.token, True, "x" * MAX_SNAPSHOT_BYTES)
     batch = decide((ps, huge))
-    events = [orjson.loads(r.value) for r in on(TOPIC_EVENTS, batch.records)]
+    events = [orjson.loads(r.value) for r in on(DEFAULT_NAMES.events, batch.records)]
     assert events[-1]["type"] == "ExecutionFailed"
     assert events[-1]["error"]["type"] == "LimitExceeded"
-    (snapshot,) = on(TOPIC_STATE, batch.records)
+    (snapshot,) = on(DEFAULT_NAMES.state, batch.records)
     assert orjson.loads(snapshot.value)["status"] == "failed"
 
 
@@ -147,3 +149,30 @@ def test_every_partition_written_for_carries_an_offset() -> None:
     again = decide((a, done), start(outcome_only, "e-9", offset=3))
     assert again.offsets[a.partition] == 7  # no command read: its committed offset, again
     assert again.offsets[outcome_only.partition] == 4
+
+
+def test_a_namespaces_worker_writes_to_its_topics_and_refuses_another_namespaces_command() -> None:
+    n = names("team-a")
+    mine, other = partition("e-ns-1"), partition("e-ns-2")
+    theirs = start_command("e-ns-2", "w3", {"n": 1}, namespace="team-b")
+    batch = decide_batch(
+        [
+            start(mine, "e-ns-1"),  # no namespace field: taken as the topic's
+            (other, CommandRecord(other.partition, 7, b"e-ns-2", theirs)),
+        ],
+        REGISTRY,
+        1_000,
+        PARTITIONS,
+        WRITER,
+        n,
+    )
+    assert {r.topic for r in batch.records} == {n.events, n.state, n.dlq}
+    (dead,) = on(n.dlq, batch.records)
+    headers = dict(dead.headers or [])
+    assert headers[HEADER_DLQ_REASON].decode() == (
+        "command names namespace 'team-b', but it was read from namespace 'team-a''s commands "
+        "topic (produced to the wrong namespace)"
+    )
+    assert headers[HEADER_DLQ_SOURCE_TOPIC] == n.commands.encode()
+    assert headers[HEADER_DLQ_EXECUTION_ID] == b"e-ns-2"
+    assert batch.dead_letters == {"invalid": 1}

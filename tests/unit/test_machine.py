@@ -13,6 +13,8 @@ from cerebelum.core import rules as r
 from cerebelum.core.apply import fold
 from cerebelum.core.commands import (
     CancelExecution,
+    ChildEnded,
+    CompleteStep,
     Recover,
     SendSignal,
     StartExecution,
@@ -26,10 +28,28 @@ from cerebelum.core.machine import (
     MAX_KEPT_SIGNALS,
     ArmTimer,
     RunStep,
+    SendCommand,
     decide,
 )
-from cerebelum.core.state import CANCELLED, COMPLETED, FAILED, SLEEPING, WAITING, Execution
-from cerebelum.core.workflow import Registry, Step, Workflow, approval, sleep, wait_for_signal
+from cerebelum.core.state import (
+    BLOCKED,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    SLEEPING,
+    WAITING,
+    Execution,
+)
+from cerebelum.core.workflow import (
+    Registry,
+    Step,
+    Workflow,
+    approval,
+    child,
+    children,
+    sleep,
+    wait_for_signal,
+)
 from cerebelum.errors import (
     InvalidCommand,
     LimitExceeded,
@@ -43,13 +63,15 @@ def mk(name: str, retry: r.RetryPolicy | None = None, fn: Any = None) -> Step:
     return Step(fn or (lambda inputs: None), name=name, retry=retry)
 
 
-def ok(eff: RunStep, value: Any = None) -> StepOutcome:
-    return StepOutcome(eff.execution_id, eff.step.name, eff.token, True, value)
+def ok(eff: RunStep, value: Any = None, worker: str | None = None) -> StepOutcome:
+    return StepOutcome(eff.execution_id, eff.step.name, eff.token, True, value, worker=worker)
 
 
-def err(eff: RunStep, type_: str = "IOError") -> StepOutcome:
+def err(eff: RunStep, type_: str = "IOError", worker: str | None = None) -> StepOutcome:
     error = {"type": type_, "types": [type_, "Exception"], "message": "boom"}
-    return StepOutcome(eff.execution_id, eff.step.name, eff.token, False, error=error)
+    return StepOutcome(
+        eff.execution_id, eff.step.name, eff.token, False, error=error, worker=worker
+    )
 
 
 def start(wf: Workflow, inputs: Any = None) -> tuple[Any, list, list, Registry]:
@@ -263,12 +285,12 @@ def test_start_is_idempotent_and_unknown_workflows_are_refused() -> None:
         decide(None, StartExecution("e2", "nope", {}), 1, reg)
 
 
-def test_a_changed_definition_fails_the_execution_instead_of_guessing() -> None:
+def test_a_changed_definition_blocks_the_execution_instead_of_guessing() -> None:
     state, _, _, _ = start(Workflow("wf", [mk("a")]))
-    changed = Registry([Workflow("wf", [mk("a"), mk("b")])])
+    changed = Registry([Workflow("wf", [mk("a"), mk("b")], version="2")])
     state, events, effects = decide(state, Recover("e"), 1, changed)
-    assert state.status == FAILED and state.error["type"] == "WorkflowVersionMismatch"
-    assert effects == []
+    assert state.status == BLOCKED and state.blocked["versions_here"] == ["2"]
+    assert [e["type"] for e in events] == ["ExecutionBlocked"] and effects == []
 
 
 def test_history_limit() -> None:
@@ -283,6 +305,19 @@ def test_history_limit() -> None:
         n += 1
     # The limit is checked after each decision, which records a handful of events at most.
     assert state.error["type"] == "HistoryLimitExceeded" and state.version <= MAX_HISTORY + 5
+
+
+def test_an_outcome_records_the_worker_that_ran_it_and_none_keeps_the_old_shape() -> None:
+    policy = r.RetryPolicy(initial_interval=1)
+    state, _, effects, reg = start(Workflow("wf", [mk("a", policy), mk("b")]))
+    state, failed, effects = decide(state, err(effects[0], worker="cerebelum-worker:w1"), 1, reg)
+    assert failed[0]["type"] == "StepFailed" and failed[0]["worker"] == "cerebelum-worker:w1"
+    state, _, effects = decide(state, TimerDue("e", effects[0].timer_id), 2, reg)
+    state, done, effects = decide(state, ok(effects[0], 1, worker="cerebelum-worker:w2"), 3, reg)
+    assert done[0]["type"] == "StepCompleted" and done[0]["worker"] == "cerebelum-worker:w2"
+    state, done, _ = decide(state, ok(effects[0], 2), 4, reg)  # no worker named: no field
+    assert done[0]["type"] == "StepCompleted" and "worker" not in done[0]
+    assert state.status == "completed"
 
 
 def test_stale_and_duplicate_outcomes_change_nothing() -> None:
@@ -372,7 +407,7 @@ def workflows(draw: st.DrawFn) -> Workflow:
     nodes: list[Any] = []
     names = iter(NAMES)
     for _ in range(draw(st.integers(1, 5))):
-        kind = draw(st.sampled_from(["step", "step", "parallel", "sleep", "wait"]))
+        kind = draw(st.sampled_from(["step", "step", "parallel", "sleep", "wait", "child"]))
         policy = draw(st.sampled_from([None, r.RetryPolicy(max_attempts=2, initial_interval=1)]))
         if kind == "step":
             nodes.append(mk(next(names), policy))
@@ -380,6 +415,11 @@ def workflows(draw: st.DrawFn) -> Workflow:
             nodes.append([mk(next(names), policy) for _ in range(draw(st.integers(2, 3)))])
         elif kind == "sleep":
             nodes.append(sleep(draw(st.integers(0, 5)), name=next(names)))
+        elif kind == "child":  # one child execution, or a fan-out of 0-3
+            if draw(st.booleans()):
+                nodes.append(child("sub", {}, name=next(names)))
+            else:
+                nodes.append(children("sub", each=[{}] * draw(st.integers(0, 3)), name=next(names)))
         else:
             on_timeout = draw(st.sampled_from([r.fail(), r.continue_()]))
             timeout = draw(st.sampled_from([None, 3]))
@@ -430,55 +470,141 @@ def signal_refusal(wf: Workflow, state: Execution, command: Any) -> str | None:
 @given(workflows(), st.data())
 def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObject) -> None:
     """For random workflows and random interleavings of outcomes, timers, signals, cancels,
-    duplicates and restarts: fold(log) == live state after every decision; versions are
-    gapless; nothing follows the terminal event; each dispatch is answered at most once."""
+    duplicates, restarts and deploys (to a worker without the execution's version, which
+    blocks it, and back, which resumes it; or to one that migrates it to a copy of its
+    workflow): fold(log) == live state after every decision; versions are gapless; nothing
+    follows the terminal event; each dispatch is answered at most once."""
     reg = Registry([wf])
+    # Deploys (decisions.md §6): a worker that lacks the execution's version, and one whose
+    # only definition migrates it (an identity mapping onto the same timeline).
+    other = Registry([Workflow("wf", [mk("zz")], version="other")])
+    moved = Workflow("wf", list(wf.nodes), rules=wf.rules, max_iterations=3, version="m",
+                     migrate_from={wf.version: {name: name for name in wf.index}})  # fmt: skip
+    registries = {"reg": reg, "other": other, "moved": Registry([moved])}
+    current = reg
     now = 0
     state, log, effects = decide(None, StartExecution("e", "wf", {}), now, reg)
     pending: list[Any] = list(effects)
     delivered: list[Any] = []
     for _ in range(data.draw(st.integers(5, 60), label="steps")):
         choice = data.draw(
-            st.sampled_from(["effect", "effect", "effect", "signal", "dup", "restart", "cancel"])
+            st.sampled_from(
+                [
+                    "effect",
+                    "effect",
+                    "effect",
+                    "signal",
+                    "dup",
+                    "restart",
+                    "cancel",
+                    "deploy",
+                    "complete",
+                ]
+            )
         )
         now += 1
-        if choice == "restart":
+        if choice == "deploy":
+            current = registries[data.draw(st.sampled_from(sorted(registries)), label="deploy")]
             state = fold(log)
             pending = []
             command: Any = Recover("e")
+        elif choice == "restart":
+            state = fold(log)
+            pending = []
+            command = Recover("e")
         elif choice == "signal":
             command = SendSignal("e", data.draw(st.sampled_from(["x", "y"])), now)
         elif choice == "dup" and delivered:
             command = data.draw(st.sampled_from(delivered))
         elif choice == "cancel" and data.draw(st.integers(0, 9)) == 0:
             command = CancelExecution("e", "test")
+        elif choice == "child":  # a child execution ends (or a stray end arrives)
+            live = [
+                (n, k, cid)
+                for n, c in state.children.items()
+                for k, (cid, done) in enumerate(zip(c["ids"], c["done"], strict=True))
+                if not done
+            ]
+            name, k, cid = data.draw(st.sampled_from(live)) if live else ("zz", 0, "stray")
+            if data.draw(st.booleans()):
+                command = ChildEnded("e", name, k, cid, "completed", output=now)
+            else:
+                error = {"type": "Boom", "types": ["Boom"], "message": "m"}
+                command = ChildEnded("e", name, k, cid, "failed", error=error)
+        elif choice == "complete":  # an outside system completes a pending step (or tries)
+            if state.pending and data.draw(st.booleans()):
+                name = data.draw(st.sampled_from(sorted(state.pending)))
+                token = state.pending[name]
+            else:
+                name = data.draw(st.sampled_from(NAMES[:4]))
+                token = data.draw(st.integers(1, 40))
+            if data.draw(st.booleans()):
+                command = CompleteStep("e", name, token, True, value=now)
+            else:
+                command = CompleteStep("e", name, token, False,
+                                       error={"type": "Boom", "message": "m"})  # fmt: skip
         elif pending:
             eff = pending.pop(data.draw(st.integers(0, len(pending) - 1)))
+            if isinstance(eff, SendCommand):  # a child's start or cancel: another execution's
+                continue
             if isinstance(eff, ArmTimer):
                 now = max(now, eff.fire_at)
                 command = TimerDue("e", eff.timer_id)
             else:
-                outcome = data.draw(st.sampled_from(["ok1", "ok2", "ok0", "boom", "other"]))
-                if outcome.startswith("ok"):
-                    command = ok(eff, int(outcome[2]))
+                outcome = data.draw(st.sampled_from(["ok1", "ok2", "ok0", "boom", "other", "pend"]))
+                worker = data.draw(st.sampled_from([None, "cerebelum-worker:a", "w:b"]))
+                if outcome == "pend":  # ctx.pending(): completed from outside, or times out
+                    timeout = data.draw(st.sampled_from([0.0, 0.003]))
+                    command = StepOutcome(
+                        eff.execution_id, eff.step.name, eff.token, True, worker=worker,
+                        pending=timeout,
+                    )  # fmt: skip
+                elif outcome.startswith("ok"):
+                    command = ok(eff, int(outcome[2]), worker)
                 else:
-                    command = err(eff, "Boom" if outcome == "boom" else "Other")
+                    command = err(eff, "Boom" if outcome == "boom" else "Other", worker)
         else:
             continue
         delivered.append(command)
-        if state.terminal and isinstance(command, (SendSignal, CancelExecution)):
+        if state.terminal and isinstance(command, ChildEnded):
+            assert decide(state, command, now, reg)[1] == []  # a child's end changes nothing
+            continue
+        if state.terminal and isinstance(command, (SendSignal, CancelExecution, CompleteStep)):
             with pytest.raises(InvalidCommand, match="which has ended"):
                 decide(state, command, now, reg)  # dead-lettered: the caller is told
             continue
-        refusal = signal_refusal(wf, state, command)
-        if refusal is not None:
-            with pytest.raises(InvalidCommand, match=refusal):
-                decide(state, command, now, reg)  # dead-lettered, the state untouched
-            continue
+        if current is reg and state.workflow_version == wf.version and not state.blocked:
+            refusal = signal_refusal(wf, state, command)
+            if refusal is not None:
+                with pytest.raises(InvalidCommand, match=refusal):
+                    decide(state, command, now, reg)  # dead-lettered, the state untouched
+                continue
         before = state.to_record() if state is not None else None
-        new_state, events, effects = decide(state, command, now, reg)
+        try:
+            new_state, events, effects = decide(state, command, now, current)
+        except InvalidCommand as exc:  # held or migrated: a signal refused all the same
+            if isinstance(command, ChildEnded):  # refused only while held (blocked)
+                assert "blocked" in str(exc)
+                assert state.to_record() == before
+                continue
+            if isinstance(command, CompleteStep):  # another run's, done already, or held
+                assert state.pending.get(command.step) != command.token or "blocked" in str(exc)
+                assert state.to_record() == before
+                continue
+            assert isinstance(command, SendSignal) and current is not reg, exc
+            assert "never waits for signal" in str(exc) or "already keeps" in str(exc)
+            assert state.to_record() == before
+            continue
+        if isinstance(command, CompleteStep):  # accepted only for the run that awaits it
+            assert (
+                before is not None and before.get("pending", {}).get(command.step) == command.token
+            )
         # decide works on a copy: the state it was given is untouched whatever it decided
         assert (state.to_record() if state is not None else None) == before
+        if isinstance(command, StepOutcome):  # its outcome event names who ran it, if told
+            for e in events:
+                if e["type"] in ("StepCompleted", "StepFailed") and e["step"] == command.step:
+                    assert e.get("worker") == command.worker
         assert events == [] or new_state is not state
         state = new_state
         log += events
@@ -489,7 +615,15 @@ def test_folding_the_events_gives_the_live_state(wf: Workflow, data: st.DataObje
     terminal = [i for i, e in enumerate(log) if e["type"] in TERMINAL_EVENTS]
     assert terminal == [] or terminal == [len(log) - 1]
     answered: set[int] = set()
+    started_children: dict[str, int] = {}  # a child node's ChildrenStarted version
     for e in log:
+        if e["type"] == "ChildrenStarted":
+            started_children[e["step"]] = e["version"]
+            continue
+        if e["type"] in ("StepCompleted", "StepFailed") and e["step"] in started_children:
+            # a child node ends once per start of its children
+            assert started_children.pop(e["step"]) not in answered
+            continue
         if e["type"] in ("StepCompleted", "StepFailed") and "signal" not in e:
             token = max(
                 s["version"]

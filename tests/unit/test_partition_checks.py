@@ -12,7 +12,7 @@ from cerebelum.admin.cluster import GroupDescription, Member, build_view
 from cerebelum.admin.topics import TopicSpec, partition_count_problems
 from cerebelum.admin.verify import CommandRecord, check_commands, check_history, read_event
 from cerebelum.cli.cluster import format_view
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS
+from cerebelum.constants import DEFAULT_NAMES, PARTITIONS
 from cerebelum.core import events as ev
 from cerebelum.core.commands import cancel_command, signal_command, start_command
 from cerebelum.core.events import make_event
@@ -34,17 +34,17 @@ def away_from_home(eid: str) -> int:
 
 
 def test_declared_counts_raise_no_problem() -> None:
-    assert partition_count_problems({TOPIC_COMMANDS: 64, TOPIC_EVENTS: 64}) == []
+    assert partition_count_problems({DEFAULT_NAMES.commands: 64, DEFAULT_NAMES.events: 64}) == []
     assert partition_count_problems({}) == []  # only the topics given are checked
     assert partition_count_problems({"someone.elses": 3}) == []
 
 
 def test_a_grown_or_shrunk_topic_is_a_problem_that_names_it() -> None:
-    problems = partition_count_problems({TOPIC_COMMANDS: 68, TOPIC_EVENTS: 32})
+    problems = partition_count_problems({DEFAULT_NAMES.commands: 68, DEFAULT_NAMES.events: 32})
     assert len(problems) == 2
-    assert TOPIC_COMMANDS in problems[0] and "68" in problems[0] and "64" in problems[0]
+    assert DEFAULT_NAMES.commands in problems[0] and "68" in problems[0] and "64" in problems[0]
     assert "64-67" in problems[0]  # the partitions nobody serves
-    assert TOPIC_EVENTS in problems[1] and "32" in problems[1]
+    assert DEFAULT_NAMES.events in problems[1] and "32" in problems[1]
 
 
 def test_declarations_can_be_given() -> None:
@@ -126,9 +126,12 @@ def test_the_view_reports_a_partition_count_mismatch_and_the_unserved_partitions
     mirror = GroupDescription("cerebelum-mirror", "Stable", ())
     view = build_view(
         workers, {}, {}, {64: 3, 65: 1}, mirror, {}, {}, None,
-        partition_counts={TOPIC_COMMANDS: 66, TOPIC_EVENTS: 64},
+        partition_counts={DEFAULT_NAMES.commands: 66, DEFAULT_NAMES.events: 64},
     )  # fmt: skip
-    assert len(view["partition_problems"]) == 1 and TOPIC_COMMANDS in view["partition_problems"][0]
+    assert (
+        len(view["partition_problems"]) == 1
+        and DEFAULT_NAMES.commands in view["partition_problems"][0]
+    )
     # Assigned to a worker or not, no worker serves them: ids map onto 0-63 only.
     assert view["unserved_partitions"] == [64, 65]
     assert [p["partition"] for p in view["partitions"]][-2:] == [64, 65]
@@ -142,7 +145,7 @@ def test_the_view_of_a_declared_cluster_has_no_problem() -> None:
     mirror = GroupDescription("cerebelum-mirror", "Stable", ())
     view = build_view(
         workers, {}, {}, {}, mirror, {}, {}, None,
-        partition_counts={TOPIC_COMMANDS: 64, TOPIC_EVENTS: 64},
+        partition_counts={DEFAULT_NAMES.commands: 64, DEFAULT_NAMES.events: 64},
     )  # fmt: skip
     assert view["partition_problems"] == [] and view["unserved_partitions"] == []
     assert len(view["partitions"]) == 64

@@ -19,7 +19,10 @@ async function api(path, options = {}) {
   try { body = await response.json(); } catch (_) { body = null; }
   if (!response.ok) {
     const message = body && body.error ? body.error : response.statusText;
-    throw new Error(`${response.status}: ${message}`);
+    const err = new Error(`${response.status}: ${message}`);
+    err.status = response.status;
+    err.body = body;
+    throw err;
   }
   return body;
 }
@@ -105,8 +108,19 @@ async function executionsView(params) {
 
 // --- one execution ------------------------------------------------------------------------
 
-async function executionView(id) {
-  const row = await api(`/executions/${encodeURIComponent(id)}`);
+async function executionView(id, params) {
+  let row;
+  try {
+    row = await api(`/executions/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (err.status !== 410) throw err;
+    // Its start was refused (dead-lettered): no execution will ever exist; show why, and the
+    // dead letter to replay once the cause is fixed.
+    show(h("h2", {}, `Execution ${id}`),
+      h("p", { id: "fate" }, h("span", { class: "status failed" }, "start refused"), ` ${err.body.reason}`),
+      await deadLetters(id));
+    return;
+  }
   const events = (await api(`/executions/${encodeURIComponent(id)}/events?limit=10000`)).events;
   const catalogue = await api("/workflows").catch(() => null);
   let graph = null;
@@ -123,17 +137,31 @@ async function executionView(id) {
         h("td", { class: "mono" }, JSON.stringify(rest)));
     })));
   const stepTable = h("table", { id: "steps" },
-    h("thead", {}, h("tr", {}, ["Step", "Status", "Attempts", "Duration", "Last error"].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["Step", "Status", "Attempts", "Duration", "Ran on", "Last error"].map((t) => h("th", {}, t)))),
     h("tbody", {}, row.steps.map((s) => h("tr", {},
-      h("td", {}, s.step), h("td", { class: `status ${s.status}` }, s.status), h("td", {}, s.attempts),
+      h("td", {}, s.step, s.children ? h("div", { class: "children" }, ...s.children.map((c) =>
+        h("a", { href: `#/execution/${encodeURIComponent(c)}`, class: "child" }, c))) : null),
+      h("td", { class: `status ${s.status}` }, s.status), h("td", {}, s.attempts),
       h("td", {}, s.duration_ms === null ? "" : `${s.duration_ms} ms`),
+      // Every worker that ran it, in the order it did (the grid names workers the same way).
+      h("td", { class: "worker" }, [...new Set(s.runs.map((r) => r.worker).filter(Boolean))].join(", ")),
       h("td", {}, s.last_error ? h("details", {}, h("summary", {}, `${s.last_error.type}: ${s.last_error.message}`),
         h("pre", {}, s.last_error.traceback || "")) : "")))));
+  const rerunOf = params.get("rerun_of");
+  const letters = await deadLetters(id);
   show(
     h("h2", {}, `Execution ${row.execution_id}`),
     h("p", {}, h("span", { class: `status ${row.status}` }, row.status), ` ${row.workflow} ${row.workflow_version}`,
       ` · partition ${row.partition} · owner ${row.owner || "none"} · v${row.last_version}`),
-    actions(row, graph),
+    row.blocked ? h("p", { id: "blocked", class: "status blocked" },
+      `Blocked: waits for a worker with version ${row.blocked.waiting_for} (its worker has ${(row.blocked.versions_here || []).join(", ") || "none"}). ${row.blocked.reason}`) : null,
+    row.queued ? h("p", { id: "queued", class: "status queued" }, "Queued: waits for a permit of ",
+      h("a", { href: `#/execution/${encodeURIComponent(row.queued.limiter)}` }, row.queued.limiter),
+      row.queued.step ? ` (step ${row.queued.step})` : ` (key ${row.queued.key})`) : null,
+    row.parent ? h("p", { id: "parent" }, "Child of ", h("a", { href: `#/execution/${encodeURIComponent(row.parent.execution_id)}` },
+      row.parent.execution_id), ` (its node ${row.parent.step})`) : null,
+    rerunOf ? h("p", { id: "rerun-of" }, "Run again of ", h("a", { href: `#/execution/${encodeURIComponent(rerunOf)}` }, rerunOf)) : null,
+    actions(row, graph), letters,
     h("h3", {}, "Graph"), graph ? drawGraph(graph, steps, row.current_step) : h("p", {}, "No live worker published this version's graph."),
     h("h3", {}, "Steps"), stepTable,
     h("h3", {}, "State at a version"), timeTravel(row),
@@ -141,8 +169,43 @@ async function executionView(id) {
     h("h3", {}, "Inputs, output, error"), h("pre", {}, json({ inputs: row.inputs, output: row.output, error: row.error })));
 }
 
+// The commands refused for an execution (a start, a signal it never waits for, ...), each with
+// its Replay button; null when there are none.
+async function deadLetters(id) {
+  const body = await api(`/dlq?execution_id=${encodeURIComponent(id)}&limit=50`);
+  if (!body.dead_letters.length) return null;
+  return h("div", {}, h("h3", {}, "Refused commands (dead letters)"), h("table", { id: "dead-letters" },
+    h("thead", {}, h("tr", {}, ["Id", "At", "Command", "Reason", "Replayed", ""].map((t) => h("th", {}, t)))),
+    h("tbody", {}, body.dead_letters.map((d) => h("tr", {}, h("td", {}, h("a", { href: "#/dlq" }, d.id)), h("td", {}, when(d.at)),
+      h("td", {}, d.command && d.command.type ? `${d.command.type}${d.command.signal ? " " + d.command.signal : ""}` : "(not JSON)"),
+      h("td", {}, d.reason), h("td", {}, d.replayed_at ? `by ${d.replayed_by}` : ""), h("td", {}, replayButton(d)))))));
+}
+
+function replayButton(d) {
+  const replay = h("button", { class: "replay" }, d.replayed_at ? "Replay again" : "Replay");
+  replay.onclick = async () => {
+    try {
+      await api(`/dlq/${d.id}/replay${d.replayed_at ? "?force=true" : ""}`, { method: "POST", body: {} });
+      await route();
+      say(`replayed ${d.id}`);
+    } catch (err) { say(String(err), true); }
+  };
+  return replay;
+}
+
 function actions(row, graph) {
-  if (["completed", "failed", "cancelled"].includes(row.status)) return null;
+  if (["completed", "failed", "cancelled"].includes(row.status)) {
+    // A new execution of the same workflow (its newest version) with the same inputs; its page
+    // links back here.
+    const again = h("button", { id: "run-again" }, "Run again");
+    again.onclick = async () => {
+      try {
+        const started = await api("/executions?wait=10", { method: "POST", body: { workflow: row.workflow, inputs: row.inputs ?? {} } });
+        location.hash = `#/execution/${encodeURIComponent(started.execution_id)}?rerun_of=${encodeURIComponent(row.execution_id)}`;
+      } catch (err) { say(String(err), true); }
+    };
+    return h("div", { class: "actions" }, again);
+  }
   const waitsFor = graph && graph.nodes.find((n) => (n.kind === "approval" || n.kind === "signal") && n.name === row.current_step);
   const signal = h("input", { id: "signal-name", placeholder: "signal", value: waitsFor ? waitsFor.signal : "" });
   const payload = h("input", { id: "signal-payload", placeholder: '{"approved": true}', value: waitsFor && waitsFor.kind === "approval" ? '{"approved": true}' : "" });
@@ -172,13 +235,15 @@ function drawGraph(graph, steps, current) {
     const s = steps.get(node.name);
     const state = s ? s.status : "pending";
     const label = node.kind === "step" ? node.name : `${node.kind}: ${node.name}`;
+    const rate = node.rate_limit ? ` ≤${node.rate_limit.limit}/${node.rate_limit.per_s}s` : "";
     return h("div", { class: `node ${state}${node.name === current ? " current" : ""}`, title: node.kind }, label,
-      s && s.attempts > 1 ? h("small", {}, ` ×${s.attempts}`) : null);
+      s && s.attempts > 1 ? h("small", {}, ` ×${s.attempts}`) : null, rate ? h("small", {}, rate) : null);
   };
   const lanes = graph.nodes.map((node) => node.kind === "parallel"
     ? h("div", { class: "parallel" }, node.branches.map(box))
     : box(node));
   const rules = graph.rules.map((r) => h("li", {}, r.text));
+  if (graph.concurrency) rules.unshift(h("li", {}, `at most ${graph.concurrency.limit} live per ${graph.concurrency.key} (others queued)`));
   return h("div", {}, h("div", { class: "graph" }, lanes.flatMap((lane, i) => i ? [h("span", { class: "arrow" }, "→"), lane] : [lane])),
     rules.length ? h("ul", { class: "rules" }, rules) : null);
 }
@@ -247,7 +312,9 @@ async function workflowsView() {
   show(h("h2", {}, "Workflows"), body.workflows.map((w) => h("section", {},
     h("h3", {}, w.name),
     w.versions.map((v) => h("div", {},
-      h("p", {}, `${v.version}${v.newest ? " (new starts)" : ""} · live ${v.live_executions} · workers ${v.workers.join(", ")}`),
+      h("p", {}, `${v.version}${v.newest ? " (new starts)" : ""} · live ${v.live_executions ?? "?"} · `,
+        h("span", { class: v.blocked_executions ? "status blocked" : "" }, `blocked ${v.blocked_executions ?? "?"}`),
+        ` · workers ${v.workers.join(", ") || "none"}`),
       v.graph ? drawGraph(v.graph, new Map(), null) : null)))),
     body.workflows.length ? null : h("p", {}, "No live worker has published its workflows."));
 }
@@ -256,18 +323,9 @@ async function dlqView(params) {
   const query = new URLSearchParams({ limit: "50" });
   if (params.get("cursor")) query.set("cursor", params.get("cursor"));
   const body = await api(`/dlq?${query}`);
-  const rows = body.dead_letters.map((d) => {
-    const replay = h("button", {}, d.replayed_at ? "Replay again" : "Replay");
-    replay.onclick = async () => {
-      try {
-        await api(`/dlq/${d.id}/replay${d.replayed_at ? "?force=true" : ""}`, { method: "POST", body: {} });
-        say(`replayed ${d.id}`);
-        route();
-      } catch (err) { say(String(err), true); }
-    };
-    return h("tr", {}, h("td", {}, d.id), h("td", {}, when(d.at)), h("td", {}, d.execution_id || ""),
-      h("td", {}, d.reason), h("td", {}, d.replayed_at ? `by ${d.replayed_by}` : ""), h("td", {}, replay));
-  });
+  const rows = body.dead_letters.map((d) => h("tr", {}, h("td", {}, d.id), h("td", {}, when(d.at)),
+    h("td", {}, d.execution_id ? h("a", { href: `#/execution/${encodeURIComponent(d.execution_id)}` }, d.execution_id) : ""),
+    h("td", {}, d.reason), h("td", {}, d.replayed_at ? `by ${d.replayed_by}` : ""), h("td", {}, replayButton(d))));
   const more = body.next_cursor ? h("a", { class: "button", href: `#/dlq?cursor=${encodeURIComponent(body.next_cursor)}` }, "Next page →") : null;
   show(h("h2", {}, "Dead letters"), h("table", {},
     h("thead", {}, h("tr", {}, ["Id", "At", "Execution", "Reason", "Replayed", ""].map((t) => h("th", {}, t)))),
@@ -283,7 +341,7 @@ async function route() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", path.startsWith(`/${a.dataset.nav}`));
   if (!token()) { say("Give an API token first.", true); return; }
   try {
-    if (path.startsWith("/execution/")) await executionView(decodeURIComponent(path.slice("/execution/".length)));
+    if (path.startsWith("/execution/")) await executionView(decodeURIComponent(path.slice("/execution/".length)), params);
     else if (path === "/cluster") await clusterView();
     else if (path === "/workflows") await workflowsView();
     else if (path === "/dlq") await dlqView(params);
@@ -292,7 +350,17 @@ async function route() {
   } catch (err) { say(String(err), true); }
 }
 
+// The namespace this API serves, beside the title (/healthz needs no token).
+async function showNamespace() {
+  try {
+    const response = await fetch("/healthz");
+    const body = await response.json();
+    if (body && body.namespace) document.getElementById("namespace").textContent = body.namespace;
+  } catch (_) { /* shown once the API answers; nothing depends on it */ }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  showNamespace();
   const form = document.getElementById("token-form");
   const input = document.getElementById("token");
   input.value = token();
