@@ -33,7 +33,7 @@ from bench.common import Cluster, CpuMeter, say
 from bench.loadgen import execution_id
 from cerebelum.client import Client
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_COMMANDS
+from cerebelum.constants import DEFAULT_NAMES
 from cerebelum.core.commands import start_command
 
 # The listener's fetch wait: the broker answers at once when records arrive and after this long
@@ -116,7 +116,7 @@ async def closed_lean(
         completions.traced[eid] = []
         t0 = time.monotonic()
         t0_wall = time.time() * 1000
-        ack = await producer.send(TOPIC_COMMANDS, start_command(eid, "w3", {"n": i}), eid.encode())
+        ack = await producer.send(DEFAULT_NAMES.commands, start_command(eid, "w3", {"n": i}), eid.encode())
         ack.add_done_callback(
             lambda _, e=eid, t=t0_wall: sent.__setitem__(e, (t, time.time() * 1000))
         )
@@ -218,7 +218,7 @@ async def open_loop(
         waiters.append(completions.wait(eid))
         scheduled.append(at)
         send_lag.append((time.monotonic() - at) * 1000)
-        ack = await producer.send(TOPIC_COMMANDS, start_command(eid, "w3", {"n": i}), eid.encode())
+        ack = await producer.send(DEFAULT_NAMES.commands, start_command(eid, "w3", {"n": i}), eid.encode())
         ack.add_done_callback(lambda _, at=at: ack_ms.append((time.monotonic() - at) * 1000))
     sent_at = time.monotonic()
     done, pending = await asyncio.wait(waiters, timeout=EXECUTION_TIMEOUT_S)

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from cerebelum.client.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS
+from cerebelum.constants import DEFAULT_NAMES, PARTITIONS
 from cerebelum.core.commands import start_command
 
 # 1 MiB batches (Kafka's default max.message.bytes) hold ~6,000 W3 start-commands: a 20k load
@@ -80,12 +80,12 @@ async def produce_starts(
         if batch is None:
             batch = batches[p] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it
-            pending.append(await producer.send_batch(batch, TOPIC_COMMANDS, partition=p))
+            pending.append(await producer.send_batch(batch, DEFAULT_NAMES.commands, partition=p))
             batch = batches[p] = producer.create_batch()
             batch.append(key=key, value=value, timestamp=None)
     for p, batch in batches.items():
         if batch.record_count():
-            pending.append(await producer.send_batch(batch, TOPIC_COMMANDS, partition=p))
+            pending.append(await producer.send_batch(batch, DEFAULT_NAMES.commands, partition=p))
     produced = time.monotonic()
     await asyncio.gather(*pending)
     return {"t_first": first, "t_produced": produced, "t_acked": time.monotonic()}
@@ -106,7 +106,7 @@ async def main() -> None:
     s = Settings.from_env()
     producer = make_producer(s)
     await producer.start()
-    await producer.client._wait_on_metadata(TOPIC_COMMANDS)  # no metadata fetch in the window
+    await producer.client._wait_on_metadata(DEFAULT_NAMES.commands)  # no metadata fetch in the window
     print("ready", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)
     if line.strip() != "go":

@@ -25,7 +25,7 @@ import asyncpg
 from bench import common, throughput
 from bench.common import Cluster, CpuMeter, GroupOffsets, say
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_EVENTS
+from cerebelum.constants import DEFAULT_NAMES
 
 # A mirror slower than 1,000 events/s on a million events is broken; stop waiting then.
 MIRROR_TIMEOUT_S = 1000.0
@@ -45,7 +45,7 @@ async def mirror_once(
         proc = cluster.start_mirror(group=group, writers=writers)
         meter.add_new(common.Tracked("mirror", proc.pid))
         timeline: list[tuple[float, int]] = []
-        async with GroupOffsets(s, group, TOPIC_EVENTS) as offsets:
+        async with GroupOffsets(s, group, DEFAULT_NAMES.events) as offsets:
             deadline = time.monotonic() + MIRROR_TIMEOUT_S
             while True:
                 try:

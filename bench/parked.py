@@ -32,7 +32,7 @@ from typing import Any
 from bench import common
 from bench.common import Cluster, GroupOffsets, LoadGen, say
 from cerebelum.config import Settings
-from cerebelum.constants import TOPIC_COMMANDS, WORKER_GROUP
+from cerebelum.constants import DEFAULT_NAMES
 
 # Parking 1,000,000 at the few thousand per second seen on 2 cores takes minutes; an hour
 # means something is stuck.
@@ -63,14 +63,14 @@ async def wait_idle(pid: int, timeout: float = 600.0) -> float:
 
 async def fill(s: Settings, cluster: Cluster, m: int) -> dict[str, Any]:
     worker = cluster.workers[0]
-    ends_before = sum((await common.topic_end(s, TOPIC_COMMANDS)).values())
+    ends_before = sum((await common.topic_end(s, DEFAULT_NAMES.commands)).values())
     gen = LoadGen(s, m, "parked", secrets.token_hex(8), cluster.logs)
     cpu0 = common.cpu_seconds(worker.pid)
     t_go = time.monotonic()
     gen.go()
     produced_task = asyncio.create_task(gen.result())
     samples: list[list[float]] = []
-    async with GroupOffsets(s, WORKER_GROUP, TOPIC_COMMANDS) as group:
+    async with GroupOffsets(s, DEFAULT_NAMES.worker_group, DEFAULT_NAMES.commands) as group:
         deadline = t_go + FILL_TIMEOUT_S
         while True:
             committed = sum((await group.committed()).values())

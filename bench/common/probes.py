@@ -18,11 +18,11 @@ from bench.common.base import WALL_MINUS_MONO, say
 from bench.common.procfs import port_of
 from cerebelum.admin.topics import apply_topics, load_declarations
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
+from cerebelum.constants import DEFAULT_NAMES, PARTITIONS
 
 
 def events_tps() -> list[TopicPartition]:
-    return [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
+    return [TopicPartition(DEFAULT_NAMES.events, p) for p in range(PARTITIONS)]
 
 
 async def reset_topics(s: Settings) -> None:
@@ -245,8 +245,8 @@ async def topic_end(s: Settings, topic: str) -> dict[int, int]:
 
 async def worker_lag(s: Settings) -> int:
     """Start-commands not yet decided and committed by the worker group."""
-    ends = await topic_end(s, TOPIC_COMMANDS)
-    committed = await group_committed(s, WORKER_GROUP, TOPIC_COMMANDS)
+    ends = await topic_end(s, DEFAULT_NAMES.commands)
+    committed = await group_committed(s, DEFAULT_NAMES.worker_group, DEFAULT_NAMES.commands)
     return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
 
 

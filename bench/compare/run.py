@@ -5,7 +5,10 @@ generator, `client`, from the phase's first start to its last completion):
     1. up from a clean state (the engine module's `up`), then start the generator and let it
        connect (Cerebelum's client starts listening);
     2. warm-up: --warmup executions one by one (connections, caches, JIT-less Python warm-up);
-    3. idle: nothing running for --idle-seconds; CPU per process as cores;
+    3. idle: nothing running for --idle-settle seconds, then CPU per process as cores over
+       --idle-seconds (the settling lets start-up work pass, which is not an idle cost: a
+       JVM compiles the paths the warm-up used for a minute or so, and a broker deletes the
+       files of topics the reset deleted 60 s later, file.delete.delay.ms);
     4. closed loop: --closed executions one after another; p50/p99;
     5. burst: --burst executions started at once; time to the last completion, CPU-s per 1,000;
     6. open-loop sweep: each --rates rate for --open-seconds; p50/p99 from the scheduled starts;
@@ -56,6 +59,7 @@ DRIVER_READY_S = 120.0
 class Params:
     warmup: int
     idle_seconds: float
+    idle_settle: float
     closed: int
     burst: int
     rates: list[float]
@@ -203,12 +207,14 @@ class EngineRun:
         return result
 
     def idle(self) -> dict[str, Any]:
+        time.sleep(self.p.idle_settle)
         meter = CpuMeter([*self.tracked, *self.bystanders])
         meter.start()
         time.sleep(self.p.idle_seconds)
         meter.stop()
         report = cpu_report(meter, 0, self.bystanders)
         report["cores"] = {k: round(v / report["wall_s"], 4) for k, v in report["cpu_s"].items()}
+        report["settled_s"] = self.p.idle_settle
         self.idle_cores = report["cores_total"] or 0.0
         return report
 

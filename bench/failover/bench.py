@@ -48,7 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from cerebelum.admin.topics import apply_topics, load_declarations
 from cerebelum.client import partition_for
 from cerebelum.config import Settings
-from cerebelum.constants import PARTITIONS, TOPIC_COMMANDS, TOPIC_EVENTS, WORKER_GROUP
+from cerebelum.constants import DEFAULT_NAMES, PARTITIONS
 from cerebelum.core.commands import start_command
 from cerebelum.worker.kafka_config import restore_config
 from cerebelum.worker.ranges import parse_ranges
@@ -242,14 +242,14 @@ async def start_producer(bootstrap: str) -> AIOKafkaProducer:
     )
     await producer.start()
     # Fetch the topic's metadata now, so the first send after the kill does not wait for it.
-    await producer.partitions_for(TOPIC_COMMANDS)
+    await producer.partitions_for(DEFAULT_NAMES.commands)
     return producer
 
 
 async def produce_starts(producer: AIOKafkaProducer, ids: list[str]) -> None:
     for chunk in range(0, len(ids), 5_000):
         acks = [
-            await producer.send(TOPIC_COMMANDS, start_command(eid, "parked", {}), eid.encode())
+            await producer.send(DEFAULT_NAMES.commands, start_command(eid, "parked", {}), eid.encode())
             for eid in ids[chunk : chunk + 5_000]
         ]
         await asyncio.gather(*acks)
@@ -261,12 +261,12 @@ async def wait_processed(bootstrap: str, timeout: float) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
     await consumer.start()
-    tps = [TopicPartition(TOPIC_COMMANDS, p) for p in range(PARTITIONS)]
+    tps = [TopicPartition(DEFAULT_NAMES.commands, p) for p in range(PARTITIONS)]
     try:
         ends = await consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         while True:
-            committed = await admin.list_consumer_group_offsets(WORKER_GROUP)
+            committed = await admin.list_consumer_group_offsets(DEFAULT_NAMES.worker_group)
             behind = sum(
                 max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps
             )
@@ -300,7 +300,7 @@ class ProbeWatch:
             fetch_max_wait_ms=10,
         )
         await self.consumer.start()
-        tps = [TopicPartition(TOPIC_EVENTS, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(DEFAULT_NAMES.events, p) for p in range(PARTITIONS)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the lazy seek before the kill
@@ -381,12 +381,14 @@ async def one_run(
 
         # Restore throughput, all 64 partitions, workers idle.
         restore_runs = []
+        settings = Settings(kafka_bootstrap=args.bootstrap)
         for _ in range(args.restore_runs):
             t = time.monotonic()
             states = await asyncio.to_thread(
                 restore_partitions,
-                restore_config(Settings(kafka_bootstrap=args.bootstrap), "failover-bench"),
+                restore_config(settings, "failover-bench"),
                 list(range(PARTITIONS)),
+                settings.names.state,
             )
             seconds = time.monotonic() - t
             # A dict of executions per partition, or (lazy restore) an object holding one.

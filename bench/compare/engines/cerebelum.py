@@ -157,13 +157,13 @@ class Client(EngineClient):
             await self._client.close()
 
     async def execute(self, execution_id: str, i: int) -> Any:
-        from cerebelum.constants import TOPIC_COMMANDS
+        from cerebelum.constants import DEFAULT_NAMES
         from cerebelum.core.commands import start_command
 
         waiter = asyncio.ensure_future(self._client.wait(execution_id, timeout=None))
         try:
             ack = await self._producer.send(
-                TOPIC_COMMANDS, start_command(execution_id, "w3", {"n": i}), execution_id.encode()
+                DEFAULT_NAMES.commands, start_command(execution_id, "w3", {"n": i}), execution_id.encode()
             )
             result = await waiter
             await ack  # long since acknowledged: the execution completed
