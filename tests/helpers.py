@@ -172,13 +172,42 @@ async def in_process_api(settings: Settings, directory: Path) -> AsyncIterator[A
             yield http
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a process the test starts)."""
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(run: int = 1) -> int:
+    """A port p on 127.0.0.1 with p .. p+run-1 free now, below the kernel's ephemeral range.
+
+    A port from bind(0) is an ephemeral one: by the time the test's process listens on it, a client
+    connection elsewhere on the box may hold it as its local port, and the listen fails (CI saw
+    PostgreSQL refuse to start on such a port). Below the range only explicit binds compete.
+    """
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    def free(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    ceiling = _ephemeral_floor() - run
+    for _ in range(1000):
+        base = random.randrange(20_000, ceiling)
+        wanted = range(base, base + run)
+        if not _HANDED_OUT.intersection(wanted) and all(free(port) for port in wanted):
+            _HANDED_OUT.update(wanted)  # two calls before either port is bound differ
+            return base
+    raise RuntimeError(f"no {run} consecutive free ports below {ceiling}")
 
 
 async def wait_ready(url: str, timeout: float = 60) -> None:

@@ -304,6 +304,24 @@ def start(layout: PostgresLayout) -> None:
     write_config(layout, user)
     say(f"starting PostgreSQL {_major(bindir)} on {HOST}:{layout.port}")
     started = time.monotonic()
+    try:
+        _start_server(layout, bindir, user)
+    except DevServiceError as error:
+        raise DevServiceError(f"{error}{_log_tail(layout.log_file)}") from None
+    asyncio.run(_ensure_database(layout))
+    say(f"  ready in {time.monotonic() - started:.1f} s")
+
+
+def _log_tail(log_file: Path, lines: int = 15) -> str:
+    """The server log's last lines, for an error: why it refused to start (a port in use, ...)."""
+    try:
+        tail = log_file.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"  | {line}\n" for line in tail)
+
+
+def _start_server(layout: PostgresLayout, bindir: Path, user: str | None) -> None:
     _run(
         user,
         [
@@ -320,8 +338,6 @@ def start(layout: PostgresLayout) -> None:
         ],
         f"pg_ctl start (see {layout.log_file})",
     )
-    asyncio.run(_ensure_database(layout))
-    say(f"  ready in {time.monotonic() - started:.1f} s")
 
 
 async def _ensure_database(layout: PostgresLayout) -> None:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from tests.helpers import (
     assert_gapless,
     end_offsets,
     events_since,
+    free_port,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -66,14 +66,6 @@ WAIT_S = 150
 # docs/decisions.md) at a few seconds.
 RESUME_BOUND_S = 30
 FIGURES = LOGS / "fault-figures.json"
-
-
-def free_port() -> int:
-    """A port free now (bound to 0, then released): the tests share the machine with others."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def record(name: str, figures: dict[str, Any]) -> None:

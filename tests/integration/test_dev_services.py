@@ -18,35 +18,26 @@ from pathlib import Path
 
 import pytest
 
+from cerebelum.dev import postgres
 from tests.conftest import ROOT
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports() -> list[str]:
-    """A base port p with p, p+1 and p+2 free (client, controller, SASL_SSL), and one more."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 3 < 65_536 and all(_free(base + i) for i in (1, 2, 3)):
-            break
+    """Kafka's client, controller and SASL_SSL listeners on p, p+1, p+2; PostgreSQL on p+3.
+
+    Drawn when the test starts, below the ephemeral range (see `free_port`). Drawn at import,
+    minutes earlier, from bind(0), PostgreSQL's port was once a live client connection's by then.
+    """
+    base = free_port(run=4)
     return [
         "--kafka-port", str(base), "--kafka-controller-port", str(base + 1),
         "--postgres-port", str(base + 3),
     ]  # fmt: skip
 
 
-PORTS = free_ports()
 # A cold `up` (initdb, storage format, JVM start) takes 10-30 s on a busy 2-core box.
 UP_TIMEOUT_S = 180
 
@@ -95,8 +86,9 @@ def fresh_root(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_two_concurrent_ups_start_one_broker_that_status_and_down_find(fresh_root: Path) -> None:
-    first = dev(fresh_root, "up", *PORTS)
-    second = dev(fresh_root, "up", *PORTS)
+    ports = free_ports()
+    first = dev(fresh_root, "up", *ports)
+    second = dev(fresh_root, "up", *ports)
     results = [finish(first), finish(second)]
     for code, out in results:
         assert code == 0, out
@@ -124,7 +116,7 @@ def test_up_with_a_relative_root(fresh_root: Path) -> None:
     # "Could not find or load main class kafka.Kafka".
     env = {k: v for k, v in os.environ.items() if not k.startswith("CEREBELUM_")}
     up = subprocess.run(
-        [sys.executable, "-m", "cerebelum.cli.dev", "up", "--root", ".", *PORTS],
+        [sys.executable, "-m", "cerebelum.cli.dev", "up", "--root", ".", *free_ports()],
         cwd=fresh_root, env=env, capture_output=True, timeout=UP_TIMEOUT_S,
     )  # fmt: skip
     assert up.returncode == 0, up.stdout.decode() + up.stderr.decode()
@@ -135,3 +127,18 @@ def test_up_with_a_relative_root(fresh_root: Path) -> None:
     )  # fmt: skip
     assert down.returncode == 0, down.stdout.decode()
     assert brokers_of(fresh_root) == []
+
+
+def test_a_postgres_that_cannot_start_says_why(tmp_path: Path) -> None:
+    # What CI once met: the port is no listener's (so `up`'s check that nothing answers there
+    # passes) but a live client connection's local port, and the server cannot bind it. The error
+    # used to end at "pg_ctl: could not start server / Examine the log output", and in CI the log
+    # was gone with the machine; now the log's last lines come with it.
+    layout = postgres.PostgresLayout(tmp_path / "root", port=free_port())
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as client:
+        client.bind(("127.0.0.1", layout.port))
+        client.connect(server.getsockname())
+        with pytest.raises(postgres.DevServiceError) as refused:
+            postgres.start(layout)
+    assert "Address already in use" in str(refused.value), refused.value
+    assert postgres.server_pid(layout) is None

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from cerebelum.config import Settings
 from cerebelum.mirror import Mirror
 from tests.conftest import LOGS, ROOT, process_env
+from tests.helpers import free_port
 from tests.integration.test_mirror import (
     completed_history,
     end_offsets,
@@ -30,13 +30,6 @@ from tests.integration.test_mirror import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def host_port(address: str) -> tuple[str, int]:

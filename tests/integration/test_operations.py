@@ -19,17 +19,18 @@ from cerebelum.api import create_app
 from cerebelum.client import Client
 from cerebelum.config import Settings
 from tests.conftest import LOGS, Processes
-from tests.helpers import API_HEADERS, api_settings, end_offsets, events_since, wait_for_workers
+from tests.helpers import (
+    API_HEADERS,
+    api_settings,
+    end_offsets,
+    events_since,
+    free_port,
+    wait_for_workers,
+)
 
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def get(port: int, path: str) -> httpx.Response:
