@@ -23,6 +23,18 @@ from examples.polling import poll_job
 from tests.sim import START, drive, simulate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def golden(name: str, log: Any) -> Any:
+    """The recorded log `name`, asserted equal to `log` (rewritten first under UPDATE_GOLDEN)."""
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(path.read_text())
+    assert log == recorded
+    return recorded
+
+
 REGISTRY = Registry([order, poll_job])
 ITEMS = [{"sku": "tea", "qty": 2, "price": 4.5}]
 BIG = [{"sku": "piano", "qty": 1, "price": 2500.0}]
@@ -52,11 +64,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 def test_golden_log(name: str) -> None:
     sc = SCENARIOS[name]
     state, log = simulate(REGISTRY, sc["workflow"], sc["inputs"], signals=sc.get("signals"))
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
-    recorded = json.loads(path.read_text())
-    assert log == recorded
+    recorded = golden(name, log)
     assert fold(recorded) == state  # replaying the recorded log gives the same state
 
 
@@ -115,11 +123,7 @@ def deployed(migrate: bool) -> tuple[Any, list[dict[str, Any]]]:
 def test_golden_versions_log(name: str) -> None:
     state, log = deployed(migrate=name == "order-migrated")
     assert state.status == "completed"
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
-    recorded = json.loads(path.read_text())
-    assert log == recorded
+    recorded = golden(name, log)
     assert fold(recorded) == state
 
 
@@ -151,11 +155,7 @@ def test_golden_external_completion_log() -> None:
     }  # fmt: skip
     state, log = simulate(Registry([wf]), "contract", {"contract": "c-1"}, completions=completions)
     assert state.status == "completed" and state.output == {"contract": "c-1", "signed_by": "ana"}
-    path = GOLDEN / "contract-external-completion.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
-    recorded = json.loads(path.read_text())
-    assert log == recorded
+    recorded = golden("contract-external-completion", log)
     assert fold(recorded) == state
 
 
@@ -188,11 +188,7 @@ def test_golden_child_workflow_logs() -> None:
     cluster.run_until_quiet()
     assert cluster.states["o-7"].output == {"shipped": True, "total": 2509.0}
     logs = {eid: cluster.logs[eid] for eid in sorted(cluster.logs)}
-    path = GOLDEN / "order-children.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(json.dumps(logs, indent=1, sort_keys=True) + "\n")
-    recorded = json.loads(path.read_text())
-    assert logs == recorded
+    recorded = golden("order-children", logs)
     for eid, log in recorded.items():
         assert fold(log) == cluster.states[eid]
 
@@ -220,9 +216,5 @@ def test_golden_schedule_log() -> None:
     cluster.run_until(cluster.now + 60_000)
     log = cluster.logs[sid]
     assert [e["type"] for e in log].count("ScheduleFired") == 5
-    path = GOLDEN / "schedule.json"
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
-    recorded = json.loads(path.read_text())
-    assert log == recorded
+    recorded = golden("schedule", log)
     assert fold(recorded) == cluster.states[sid]
