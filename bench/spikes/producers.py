@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from bench.common.base import say
 from bench.common.results import spread, write_result
@@ -37,6 +37,7 @@ from bench.spikes.transactions import (
     PARTITIONS,
     SNAPSHOT,
     STATE,
+    CkWorker,
     Meter,
     broker_pid,
     idle_fraction,
@@ -47,20 +48,8 @@ class Librdkafka:
     name = "librdkafka"
 
     def __init__(self) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "group.id": f"bench-producers-ck-{uuid.uuid4().hex[:6]}",
-                "group.protocol": "consumer",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-            }
-        )
-        owned: set[int] = set()
-        self.consumer.subscribe(
-            [COMMANDS], on_assign=lambda c, ps: owned.update(p.partition for p in ps)
-        )
-        _wait(lambda: self.consumer.poll(0.1), lambda: len(owned) == PARTITIONS)
+        # A KIP-848 member owning all 64 command partitions, as in bench.spikes.transactions.
+        self.consumer = CkWorker().consumer
         self.producer = Producer(
             {
                 "bootstrap.servers": BOOTSTRAP,
