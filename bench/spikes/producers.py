@@ -43,6 +43,10 @@ from bench.spikes.transactions import (
     idle_fraction,
 )
 
+# Both bench members are polled every this many transactions, so that a long run keeps them in
+# the group (a member that never polls is removed after max.poll.interval.ms, 5 minutes).
+POLL_EVERY = 200
+
 
 class Librdkafka:
     name = "librdkafka"
@@ -76,8 +80,11 @@ class Librdkafka:
             p.produce(EVENTS, EVENT % b"e", b"exec-%d" % i, partition=i)
             p.produce(STATE, SNAPSHOT, b"exec-%d" % i, partition=i)
         p.commit_transaction(30)
+        if self.offset % POLL_EVERY == 0:
+            self.consumer.poll(0)  # a member that never polls leaves after max.poll.interval.ms
 
     def close(self) -> None:
+        self.producer.flush(10)
         self.consumer.close()
 
 
@@ -123,6 +130,8 @@ class KafkaPython:
             p.send(EVENTS, EVENT % b"e", b"exec-%d" % i, partition=i)
             p.send(STATE, SNAPSHOT, b"exec-%d" % i, partition=i)
         p.commit_transaction()
+        if self.offset % POLL_EVERY == 0:
+            self.consumer.poll(0)  # as above: max_poll_interval_ms
 
     def close(self) -> None:
         self.producer.close(5)
